@@ -34,11 +34,22 @@ _OUT = flags.DEFINE_string("out", "reports", "Report folder (REPORT.md, figures/
 _TIMEOUT = flags.DEFINE_integer("timeout", 1500, "Per-paper time limit in seconds.")
 
 
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class Paper:
     number: int
     folder: str  # experiments/<folder>/report.py
     title: str
+
+    @property
+    def module(self) -> str:
+        return f"experiments.{self.folder}.report"
+
+    @property
+    def implemented(self) -> bool:
+        return (_ROOT / pathlib.Path(*self.module.split("."))).with_suffix(".py").is_file()
 
 
 PAPERS = (
@@ -54,12 +65,6 @@ PAPERS = (
     Paper(10, "optsearch", "ENOS: optimizer search by MCTS over update rules"),
 )
 
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _implemented(p: Paper) -> bool:
-    return (_ROOT / "experiments" / p.folder / "report.py").is_file()
-
 
 def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
     workdir = out / "workdirs" / p.folder
@@ -68,7 +73,7 @@ def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
     cmd = [
         sys.executable,
         "-m",
-        f"experiments.{p.folder}.report",
+        p.module,
         f"--workdir={workdir}",
         f"--scale={scale}",
     ]
@@ -173,7 +178,7 @@ def _commit() -> str:
         return "unknown"
 
 
-def main(argv):
+def main(argv, papers: tuple[Paper, ...] = PAPERS):
     del argv
     out = pathlib.Path(_OUT.value)
     if not out.is_absolute():
@@ -181,8 +186,8 @@ def main(argv):
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     reports: dict[str, dict | None] = {}
-    for p in PAPERS:
-        if not _implemented(p):
+    for p in papers:
+        if not p.implemented:
             reports[p.folder] = None
             continue
         old = out / "rows" / f"{p.folder}.json"
@@ -205,7 +210,7 @@ def main(argv):
         "value for comparison. Sections: one per paper of `../shared/PAPERS.md`.",
         "",
     ]
-    body = [_section(p, reports[p.folder]) for p in PAPERS]
+    body = [_section(p, reports[p.folder]) for p in papers]
     atomic_write_text(out / "REPORT.md", "\n".join(header + body))
     print(f"[reproduce] wrote {out / 'REPORT.md'} in {total:.0f} s")
 

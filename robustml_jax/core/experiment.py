@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging as pylogging
 import pathlib
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +40,13 @@ def get_config(module: str, arg: str) -> ml_collections.ConfigDict:
     return mod.get_config(arg)
 
 
+class _QuietOrbax(pylogging.Filter):
+    """Drops orbax's per-save INFO lines, which would bury the progress output."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
 def run(
     train_and_evaluate: Callable[..., Mapping[str, Any]],
     config: ml_collections.ConfigDict,
@@ -55,6 +63,9 @@ def run(
         )
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+        handler.addFilter(_QuietOrbax())
     runtime = distributed.setup(config)
     logging.info(
         "process %d/%d, devices: %s", runtime.process_index, runtime.process_count, jax.devices()

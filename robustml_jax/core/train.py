@@ -180,8 +180,13 @@ def train_loop(
     last_eval: dict[str, Any] = {}
     t0 = time.perf_counter()
     bar = _progress(config, start, desc)
+    rows = None
     for step in range(start, config.num_steps):
-        batch = sharding.shard_batch(batch_fn(step), mesh)
+        batch = batch_fn(step)
+        if jax.process_count() > 1:  # each process feeds only its rows of the global batch
+            rows = rows or sharding.process_rows(len(jax.tree.leaves(batch)[0]))
+            batch = jax.tree.map(lambda x: x[rows], batch)
+        batch = sharding.shard_batch(batch, mesh)
         state, metrics = step_fn(state, batch, key)
         window.append(metrics)
         done = step + 1

@@ -25,11 +25,15 @@ def data_dir_candidates() -> list[pathlib.Path]:
     env = os.environ.get("ROBUSTML_DATA_DIR")
     if env:
         return [pathlib.Path(env).expanduser()]
-    return [
+    out: list[pathlib.Path] = []
+    for c in (
         repo_root().parent / "shared" / "data",
         pathlib.Path.cwd().parent / "shared" / "data",
         pathlib.Path.home() / "robustml_data",
-    ]
+    ):
+        if c.absolute() not in out:
+            out.append(c.absolute())
+    return out
 
 
 def data_dir() -> pathlib.Path:

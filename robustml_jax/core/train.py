@@ -180,12 +180,8 @@ def train_loop(
     last_eval: dict[str, Any] = {}
     t0 = time.perf_counter()
     bar = _progress(config, start, desc)
-    rows = None
     for step in range(start, config.num_steps):
-        batch = batch_fn(step)
-        if jax.process_count() > 1:  # each process feeds only its rows of the global batch
-            rows = rows or sharding.process_rows(len(jax.tree.leaves(batch)[0]))
-            batch = jax.tree.map(lambda x: x[rows], batch)
+        batch = _process_local(batch_fn(step))
         batch = sharding.shard_batch(batch, mesh)
         state, metrics = step_fn(state, batch, key)
         window.append(metrics)
@@ -210,6 +206,14 @@ def train_loop(
     if eval_fn is not None and not last_eval:  # resumed after the final step: re-evaluate
         last_eval = {k: _scalar(v) for k, v in eval_fn(state.params).items()}
     return state, {**last_eval, "train_time_s": time.perf_counter() - t0}
+
+
+def _process_local(batch):
+    """This process's rows of a global batch (the whole batch when single-process)."""
+    if jax.process_count() == 1:
+        return batch
+    rows = sharding.process_rows(len(jax.tree.leaves(batch)[0]))
+    return jax.tree.map(lambda x: x[rows], batch)
 
 
 def _scalar(v):

@@ -165,9 +165,7 @@ def _split_depth(key, node, zr, zc, zv, *, num_nodes, num_labels, dim, iters):
     return assign_by(score_of(c))
 
 
-def balanced_kmeans(
-    key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int = 20
-) -> np.ndarray:
+def balanced_kmeans(key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int = 20) -> np.ndarray:
     """Hierarchical balanced spherical 2-means to ``depth`` binary levels.
 
     Args:
@@ -226,8 +224,20 @@ def _bucket(n: int) -> int:
     static_argnames=("num_parents", "num_rows", "newton_iters", "cg_iters", "loss"),
 )
 def _solve_level(
-    row, parent_of_row, pair_parent, seg, vals, y, mask, c_pos, *, num_parents, num_rows,
-    newton_iters, cg_iters, loss,
+    row,
+    parent_of_row,
+    pair_parent,
+    seg,
+    vals,
+    y,
+    mask,
+    c_pos,
+    *,
+    num_parents,
+    num_rows,
+    newton_iters,
+    cg_iters,
+    loss,
 ):
     """Jointly solves all one-vs-rest problems of one level by vectorised Newton-CG.
 
@@ -346,8 +356,9 @@ def _make_pairs(X, Ypar, Ychild, branching):
     return q_inst, q_par, y
 
 
-def _fit_level(X, q_inst, q_par, y, valid, *, num_parents, c_pos, newton_iters, cg_iters, loss,
-               threshold):
+def _fit_level(
+    X, q_inst, q_par, y, valid, *, num_parents, c_pos, newton_iters, cg_iters, loss, threshold
+):
     """Builds the expanded non-zeros of the pairs, solves the level and compacts its weights."""
     nnz = np.diff(X.indptr)
     counts = nnz[q_inst]
@@ -558,7 +569,9 @@ def _beam_batch(tables, biases, valids, slot_label, cols, vals, *, modes, beam, 
         logp = jnp.zeros((1,), jnp.float32)
         pruned = jnp.float32(-jnp.inf)
         last = len(tables) - 1
-        for t, (table, mode, bias, valid) in enumerate(zip(tables, modes, biases, valids)):
+        for t, (table, mode, bias, valid) in enumerate(
+            zip(tables, modes, biases, valids, strict=True)
+        ):
             nb = bias.shape[1]
             s = _node_scores(table, mode, bias, parents, cols, vals)
             lp = jnp.where(valid[parents], logp[:, None] + _log_post(s, post), -jnp.inf)
@@ -627,11 +640,19 @@ def beam_search(
             c = np.concatenate([c, np.zeros((bs - n, c.shape[1]), c.dtype)])
             v = np.concatenate([v, np.zeros((bs - n, v.shape[1]), v.dtype)])
         lab, sc, tb = _beam_batch(
-            tables, biases, valids, model.slot_label, jnp.asarray(c), jnp.asarray(v),
-            modes=modes, beam=beam_size, topk=topk, post=model.post,
+            tables,
+            biases,
+            valids,
+            model.slot_label,
+            jnp.asarray(c),
+            jnp.asarray(v),
+            modes=modes,
+            beam=beam_size,
+            topk=topk,
+            post=model.post,
         )
         outs.append((np.asarray(lab)[:n], np.asarray(sc)[:n], np.asarray(tb)[:n]))
-    return BeamOutput(*(np.concatenate(z) for z in zip(*outs)))
+    return BeamOutput(*(np.concatenate(z) for z in zip(*outs, strict=True)))
 
 
 def predict(model: TreeModel, X, *, beam_size: int = 10, topk: int = 10):
@@ -652,7 +673,7 @@ def predict(model: TreeModel, X, *, beam_size: int = 10, topk: int = 10):
 def _all_scores_batch(tables, biases, valids, slot, cols, vals, *, post):
     def one(cols, vals):
         logp = jnp.zeros((1,), jnp.float32)
-        for table, bias, valid in zip(tables, biases, valids):
+        for table, bias, valid in zip(tables, biases, valids, strict=True):
             parents = jnp.arange(bias.shape[0])
             s = _node_scores(table, 0, bias, parents, cols, vals)
             logp = jnp.where(valid, logp[:, None] + _log_post(s, post), -jnp.inf).reshape(-1)
@@ -677,7 +698,12 @@ def score_all_labels(model: TreeModel, X, *, batch_size: int = 256) -> np.ndarra
         out.append(
             np.asarray(
                 _all_scores_batch(
-                    tables, biases, valids, jnp.asarray(slot), jnp.asarray(c), jnp.asarray(v),
+                    tables,
+                    biases,
+                    valids,
+                    jnp.asarray(slot),
+                    jnp.asarray(c),
+                    jnp.asarray(v),
                     post=model.post,
                 )
             )

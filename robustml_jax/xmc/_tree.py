@@ -185,6 +185,9 @@ def balanced_kmeans(key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int 
     zr = jnp.asarray(np.repeat(np.arange(num_labels), np.diff(Z.indptr)).astype(np.int32))
     zc, zv = jnp.asarray(Z.indices.astype(np.int32)), jnp.asarray(Z.data)
     node = jnp.zeros(num_labels, jnp.int32)
+    # One compiled split for all depths (nodes padded to the deepest count) unless the padded
+    # centroid table would be large.
+    pad_nodes = 2 ** (depth - 1) if 2**depth * dim <= _DENSE_LIMIT else 0
     for t in range(depth):
         half = _split_depth(
             jax.random.fold_in(key, t),
@@ -192,7 +195,7 @@ def balanced_kmeans(key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int 
             zr,
             zc,
             zv,
-            num_nodes=2**t,
+            num_nodes=pad_nodes or 2**t,
             num_labels=num_labels,
             dim=dim,
             iters=iters,
@@ -212,11 +215,9 @@ def _level_depths(depth: int, nr_splits: int) -> list[int]:
 
 
 def _bucket(n: int) -> int:
-    """Rounds a size up to one of ~16 buckets per octave so that retraces are rare."""
-    if n <= 256:
-        return 256
-    step = 1 << max(int(math.floor(math.log2(n))) - 4, 0)
-    return int(-(-n // step) * step)
+    """Rounds a size up to a power of two (at least 256) so that members and levels share
+    compiled solvers; compilation, not arithmetic, dominates training on small data."""
+    return max(256, 1 << max(int(n) - 1, 0).bit_length())
 
 
 @functools.partial(
@@ -356,52 +357,73 @@ def _make_pairs(X, Ypar, Ychild, branching):
     return q_inst, q_par, y
 
 
-def _fit_level(
-    X, q_inst, q_par, y, valid, *, num_parents, c_pos, newton_iters, cg_iters, loss, threshold
-):
-    """Builds the expanded non-zeros of the pairs, solves the level and compacts its weights."""
+def _level_arrays(X, q_inst, q_par, y, valid) -> dict:
+    """Expanded non-zeros of one level's pairs and their compact weight rows (host side)."""
     nnz = np.diff(X.indptr)
     counts = nnz[q_inst]
     seg = np.repeat(np.arange(len(q_inst)), counts)
     offs = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     pos = X.indptr[q_inst][seg] + offs
     feat, vals = X.indices[pos].astype(np.int64), X.data[pos]
-    key = q_par[seg] * X.shape[1] + feat
-    ukey, row = np.unique(key, return_inverse=True)
-    num_rows = len(ukey)
-    mask = valid[q_par].astype(np.float32)
-    # Pad to bucketed sizes (padding pairs have mask 0, padding non-zeros value 0).
-    qn, en, un = _bucket(len(q_inst)), _bucket(len(seg)), _bucket(num_rows)
-    pad = lambda a, n, v=0: np.concatenate([a, np.full((n - len(a),) + a.shape[1:], v, a.dtype)])
+    ukey, row = np.unique(q_par[seg] * X.shape[1] + feat, return_inverse=True)
+    return {
+        "row": row.astype(np.int32),
+        "parent_of_row": (ukey // X.shape[1]).astype(np.int32),
+        "ukey": ukey,
+        "q_par": q_par.astype(np.int32),
+        "seg": seg.astype(np.int32),
+        "vals": vals.astype(np.float32),
+        "y": y,
+        "mask": valid[q_par].astype(np.float32),
+        "valid": valid,
+        "sizes": (len(q_inst), len(seg), len(ukey)),
+    }
+
+
+def _pad(a, n, v=0):
+    return np.concatenate([a, np.full((n - len(a),) + a.shape[1:], v, a.dtype)])
+
+
+def _solve_arrays(
+    arr, dim, *, buckets, num_parents, pad_parents, c_pos, newton_iters, cg_iters, loss, threshold
+) -> Level:
+    """Solves one level (inputs padded to ``buckets``) and compacts its weights."""
+    qn, en, un = buckets
+    num_rows = arr["sizes"][2]
+    # Padding pairs have mask 0; padding non-zeros have value 0.
     w, b = _solve_level(
-        jnp.asarray(pad(row.astype(np.int32), en, 0)),
-        jnp.asarray(pad((ukey // X.shape[1]).astype(np.int32), un)),
-        jnp.asarray(pad(q_par.astype(np.int32), qn)),
-        jnp.asarray(pad(seg.astype(np.int32), en, qn - 1)),
-        jnp.asarray(pad(vals.astype(np.float32), en)),
-        jnp.asarray(pad(y, qn, -1.0)),
-        jnp.asarray(pad(mask, qn)),
+        jnp.asarray(_pad(arr["row"], en, 0)),
+        jnp.asarray(_pad(arr["parent_of_row"], un)),
+        jnp.asarray(_pad(arr["q_par"], qn)),
+        jnp.asarray(_pad(arr["seg"], en, qn - 1)),
+        jnp.asarray(_pad(arr["vals"], en)),
+        jnp.asarray(_pad(arr["y"], qn, -1.0)),
+        jnp.asarray(_pad(arr["mask"], qn)),
         jnp.float32(c_pos),
-        num_parents=num_parents,
+        num_parents=max(num_parents, pad_parents),
         num_rows=un,
         newton_iters=newton_iters,
         cg_iters=cg_iters,
         loss=loss,
     )
+    valid = arr["valid"]
     w = np.asarray(w)[:num_rows]
-    b = np.asarray(b) * valid
+    b = np.asarray(b)[:num_parents] * valid
     w = np.where(np.abs(w) < threshold, 0.0, w).astype(np.float32)
     keep = np.any(w != 0, axis=1)
-    ukey, w = ukey[keep], w[keep]
-    parent = ukey // X.shape[1]
+    ukey, w = arr["ukey"][keep], w[keep]
+    parent = ukey // dim
     indptr = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=num_parents))])
     return Level(
         indptr=jnp.asarray(indptr.astype(np.int32)),
-        feat=jnp.asarray((ukey % X.shape[1]).astype(np.int32)),
+        feat=jnp.asarray((ukey % dim).astype(np.int32)),
         w=jnp.asarray(w),
         bias=jnp.asarray(b.astype(np.float32)),
         valid=jnp.asarray(valid),
     )
+
+
+_SHARED_BUCKET_LIMIT = 1 << 21  # below this many non-zeros, cluster levels share one solver
 
 
 def fit_tree_model(
@@ -462,17 +484,16 @@ def fit_tree_model(
 
     depths = _level_depths(depth, nr_splits)
     Yb = Y.tocsc()
-    levels = []
+    arrays, parents = [], []
     prev_nodes = np.zeros(num_labels, np.int64)  # root
     prev_count = 1
-    for t, dep in enumerate([*depths, None]):
+    for dep in [*depths, None]:
         if dep is None:  # label level
             nodes, count = slot, 2**depth * b_last
             valid = (slot_label >= 0).reshape(prev_count, b_last)
         else:
             nodes, count = leaf >> (depth - dep), 2**dep
             valid = np.ones((prev_count, count // prev_count), bool)
-        branching = count // prev_count
         a_par = sp.csr_matrix(
             (np.ones(num_labels, np.float32), (np.arange(num_labels), prev_nodes)),
             shape=(num_labels, prev_count),
@@ -481,15 +502,27 @@ def fit_tree_model(
             (np.ones(num_labels, np.float32), (np.arange(num_labels), nodes)),
             shape=(num_labels, count),
         )
-        q_inst, q_par, y = _make_pairs(X, (Yb @ a_par).tocsr(), (Yb @ a_child).tocsr(), branching)
+        q_inst, q_par, y = _make_pairs(
+            X, (Yb @ a_par).tocsr(), (Yb @ a_child).tocsr(), count // prev_count
+        )
+        arrays.append(_level_arrays(X, q_inst, q_par, y, valid))
+        parents.append(prev_count)
+        prev_nodes, prev_count = nodes, count
+    buckets = [tuple(_bucket(n) for n in a["sizes"]) for a in arrays]
+    inner = buckets[:-1]
+    if inner and max(b[1] for b in inner) <= _SHARED_BUCKET_LIMIT:
+        shared = tuple(max(b[i] for b in inner) for i in range(3))
+        buckets = [shared] * len(inner) + buckets[-1:]
+    levels = []
+    for t, arr in enumerate(arrays):
+        last = t == len(arrays) - 1
         levels.append(
-            _fit_level(
-                X,
-                q_inst,
-                q_par,
-                y,
-                valid,
-                num_parents=prev_count,
+            _solve_arrays(
+                arr,
+                dim,
+                buckets=buckets[t],
+                num_parents=parents[t],
+                pad_parents=0 if last else 2 ** max(depth - 1, 0),
                 c_pos=c,
                 newton_iters=newton_iters,
                 cg_iters=cg_iters,
@@ -497,8 +530,7 @@ def fit_tree_model(
                 threshold=threshold,
             )
         )
-        prev_nodes, prev_count = nodes, count
-        del t
+        arrays[t] = None  # free host memory as we go
     return TreeModel(
         levels=tuple(levels),
         slot_label=jnp.asarray(slot_label),

@@ -1,0 +1,53 @@
+"""Labels of the synthetic set: hard, TESLA's soft label assignment (SLA), or learned.
+
+Shapes: S = synthetic examples, C = classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+__all__ = ["LABEL_MODES", "init_label_logits", "learned_labels", "soft_label_assignment"]
+
+LABEL_MODES = ("hard", "sla", "learned")
+
+
+def soft_label_assignment(
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    expert_params: Any,
+    syn_x: jax.Array,
+    *,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """TESLA's SLA (Sec. 4.3): the expert's softmax on the synthetic images as labels.
+
+    TESLA labels the current synthetic images with the expert at the *end* of the matched
+    segment (epoch t + M), recomputed every iteration for the sampled expert. The labels are
+    targets, not a path for gradients, so they are ``stop_gradient``-ed.
+
+    Args:
+      apply_fn: ``apply_fn(params, x) -> logits [S, C]`` (evaluation mode).
+      expert_params: the expert at the target epoch.
+      syn_x: synthetic images [S, H, W, Ch].
+      temperature: softmax temperature (1 in the paper).
+
+    Returns:
+      Probabilities [S, C].
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = apply_fn(expert_params, jax.lax.stop_gradient(syn_x))
+    return jax.lax.stop_gradient(jax.nn.softmax(logits / temperature, axis=-1))
+
+
+def learned_labels(logits: jax.Array) -> jax.Array:
+    """Learnable labels: ``softmax`` of free logits [S, C] (optimised with the images)."""
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def init_label_logits(labels: jax.Array, num_classes: int, scale: float = 3.0) -> jax.Array:
+    """Initial logits [S, C] for learned labels: ``scale`` on the true class, 0 elsewhere."""
+    return scale * jax.nn.one_hot(labels, num_classes)

@@ -230,9 +230,9 @@ def synthetic_xmc(
     k_lab, k_cnt, k_words, k_pick, k_noise, k_val = jax.random.split(key, 6)
     ranks = jnp.arange(1, num_labels + 1, dtype=jnp.float32)
     logits = -power * jnp.log(ranks)
-    max_labels = max(1, int(round(labels_per_row * 3)))
-    counts = 1 + jax.random.poisson(k_cnt, labels_per_row - 1.0, (n,))
-    counts = np.minimum(np.asarray(counts), max_labels)
+    # Labels per row uniform on {1, ..., 2 * labels_per_row - 1} (mean labels_per_row).
+    max_labels = max(1, int(round(2 * labels_per_row - 1)))
+    counts = np.asarray(jax.random.randint(k_cnt, (n,), 1, max_labels + 1))
     labels = np.asarray(jax.random.categorical(k_lab, logits, shape=(n, max_labels)))
     label_words = np.asarray(
         jax.random.randint(k_words, (num_labels, words_per_label), 0, num_features)

@@ -1,0 +1,159 @@
+"""Tree model: clustering, the per-level solver against liblinear, beam search against exact
+scoring, save/load, and bad inputs."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.svm import LinearSVC
+
+from robustml_jax import xmc
+from robustml_jax.xmc import _tree
+
+
+@pytest.fixture(scope="module")
+def problem():
+    d = xmc.synthetic_xmc(
+        jax.random.key(1), 600, 150, 400, 48, nnz_per_row=12, labels_per_row=2.0, power=0.7
+    )
+    return d["train"]["X"], d["train"]["Y"], d["test"]["X"], d["test"]["Y"]
+
+
+@pytest.fixture(scope="module")
+def model(problem):
+    X, Y, _, _ = problem
+    return xmc.fit_tree_model(
+        X, Y, key=jax.random.key(0), max_leaf_size=6, newton_iters=4, cg_iters=8
+    )
+
+
+def test_balanced_kmeans_sizes_and_separation():
+    # Two well separated groups of directions, 9 labels each (plus one odd label).
+    rng = np.random.default_rng(0)
+    a = np.abs(rng.normal(size=(9, 20))) * (np.arange(20) < 10)
+    b = np.abs(rng.normal(size=(10, 20))) * (np.arange(20) >= 10)
+    Z = xmc.l2_normalize_rows(sp.csr_matrix(np.vstack([a, b]).astype(np.float32)))
+    leaf = xmc.balanced_kmeans(jax.random.key(0), Z, 2)
+    sizes = np.bincount(leaf, minlength=4)
+    assert sizes.max() - sizes.min() <= 1
+    top = leaf >> 1
+    assert len(set(top[:9])) == 1 and (top[9:] != top[0]).sum() >= 9
+
+
+def test_tree_structure(model, problem):
+    _, Y, _, _ = problem
+    # depth = ceil(log2(48 / 6)) = 3 binary levels -> 8 leaf clusters of 6 labels.
+    assert [lv.branching for lv in model.levels] == [2, 2, 2, 6]
+    assert model.num_leaf_clusters == 8
+    sl = np.asarray(model.slot_label)
+    assert sorted(sl[sl >= 0].tolist()) == list(range(Y.shape[1]))
+
+
+def test_level_solver_matches_liblinear():
+    """One parent, three children: each child's weights equal LinearSVC (squared hinge, C=1,
+    bias as a regularised feature of value 1 = liblinear's objective)."""
+    rng = np.random.default_rng(0)
+    n, dim = 80, 6
+    X = xmc.l2_normalize_rows(sp.csr_matrix(rng.normal(size=(n, dim)).astype(np.float32)))
+    y = np.where(rng.random((n, 3)) < 0.4, 1.0, -1.0).astype(np.float32)
+    arr = _tree._level_arrays(X, np.arange(n), np.zeros(n, np.int64), y, np.ones((1, 3), bool))
+    level = _tree._solve_arrays(
+        arr,
+        dim,
+        buckets=tuple(_tree._bucket(s) for s in arr["sizes"]),
+        num_parents=1,
+        pad_parents=0,
+        c_pos=1.0,
+        newton_iters=15,
+        cg_iters=30,
+        loss="squared-hinge",
+        threshold=0.0,
+    )
+    w = np.zeros((dim, 3), np.float32)
+    w[np.asarray(level.feat)] = np.asarray(level.w)
+    for j in range(3):
+        ref = LinearSVC(
+            loss="squared_hinge", C=1.0, intercept_scaling=1.0, tol=1e-8, max_iter=100_000
+        ).fit(X.toarray(), y[:, j])
+        np.testing.assert_allclose(w[:, j], ref.coef_[0], atol=2e-3)
+        np.testing.assert_allclose(np.asarray(level.bias)[0, j], ref.intercept_[0], atol=2e-3)
+
+
+def test_full_beam_equals_exact_scoring(model, problem):
+    _, _, Xte, _ = problem
+    exact = xmc.score_all_labels(model, Xte)
+    out = xmc.beam_search(model, Xte, beam_size=model.num_leaf_clusters, topk=5)
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :5]
+    np.testing.assert_allclose(out.scores, np.take_along_axis(exact, order, 1), rtol=1e-5)
+    np.testing.assert_allclose(out.scores, np.take_along_axis(exact, out.labels, 1), rtol=1e-5)
+
+
+def test_pruned_labels_stay_under_the_tail_bound(model, problem):
+    _, _, Xte, _ = problem
+    exact = xmc.score_all_labels(model, Xte)
+    for beam in (1, 2, 4):
+        out = xmc.beam_search(model, Xte, beam_size=beam, topk=4)
+        hidden = np.ones_like(exact, bool)
+        np.put_along_axis(hidden, np.maximum(out.labels, 0), False, axis=1)
+        assert (np.where(hidden, exact, 0).max(1) <= out.tail_bound + 1e-6).all()
+        assert (out.tail_bound > 0).any()  # the bound is informative, not trivially 0
+
+
+def test_quality_beats_label_frequency(model, problem):
+    X, Y, Xte, Yte = problem
+    labels, scores = xmc.predict(model, Xte, beam_size=4, topk=5)
+    assert labels.shape == (150, 5) and scores.shape == (150, 5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()
+    inv = xmc.inverse_propensity(Y)
+    truth = xmc.labels_to_padded(Yte)
+    p1 = float(xmc.ranking_metrics(labels, truth, inv)["P@1"])
+    top = np.argsort(-np.asarray(Y.sum(0)).ravel())[:5]
+    base = float(xmc.ranking_metrics(np.tile(top, (150, 1)), truth, inv)["P@1"])
+    assert p1 > base + 0.2, (p1, base)
+
+
+def test_compact_lookup_equals_dense(model, problem):
+    _, _, Xte, _ = problem
+    a = xmc.beam_search(model, Xte, beam_size=3, topk=5)
+    b = xmc.beam_search(model, Xte, beam_size=3, topk=5, dense_limit=0)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+
+
+def test_no_retrace_on_repeat(model, problem):
+    _, _, Xte, _ = problem
+    xmc.predict(model, Xte, beam_size=2, topk=3)
+    n = _tree._beam_batch._cache_size()
+    xmc.predict(model, Xte, beam_size=2, topk=3)
+    assert _tree._beam_batch._cache_size() == n
+
+
+def test_save_load_roundtrip(model, problem, tmp_path):
+    _, _, Xte, _ = problem
+    xmc.save_model(model, tmp_path / "m")
+    loaded = xmc.load_model(tmp_path / "m")
+    a, b = xmc.predict(model, Xte[:20], beam_size=2), xmc.predict(loaded, Xte[:20], beam_size=2)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1])
+    with pytest.raises(FileNotFoundError, match="no saved tree model"):
+        xmc.load_model(tmp_path / "nothing")
+
+
+def test_bad_inputs(model, problem):
+    X, Y, Xte, _ = problem
+    with pytest.raises(ValueError, match="feature dimension mismatch"):
+        xmc.predict(model, sp.csr_matrix((3, X.shape[1] + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="larger than the tree allows"):
+        xmc.predict(model, Xte, beam_size=9)
+    with pytest.raises(ValueError, match="topk 40 exceeds"):
+        xmc.predict(model, Xte, beam_size=2, topk=40)
+    Y_empty = Y.tolil()
+    Y_empty[3, :] = 0
+    with pytest.raises(ValueError, match="rows have no label"):
+        xmc.fit_tree_model(X, Y_empty.tocsr(), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="X has 600 rows but Y has 10"):
+        xmc.fit_tree_model(X, Y[:10], key=jax.random.key(0))
+    with pytest.raises(ValueError, match="nr_splits must be a power of two"):
+        xmc.fit_tree_model(X, Y, key=jax.random.key(0), nr_splits=3)

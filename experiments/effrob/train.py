@@ -1,0 +1,182 @@
+"""Library side of the effrob experiment: ``train_and_evaluate(config, workdir, runtime)``.
+
+Runs the tasks named in ``config.tasks`` (each in ``workdir/<task>``) and returns their fits,
+per-group effective robustness and, for the zoo, whether the paper's claim holds per OOD set.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import zlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from robustml_jax.core import datasets
+from robustml_jax.core.distributed import Runtime
+from robustml_jax.effrob import (
+    AccuracyTable,
+    analyze_table,
+    read_accuracy_csv,
+    table_to_csv,
+    train_zoo,
+    write_analysis,
+)
+
+TASKS = ("openclip", "cifar10_1", "zoo", "csv")
+
+
+def openclip_group(pretrained: str) -> str:
+    """Pre-training data source of an OpenCLIP ``pretrained`` tag."""
+    p = pretrained.lower()
+    for prefix, group in (
+        ("openai", "OpenAI WIT"),
+        ("webli", "WebLI"),
+        ("datacomp", "DataComp"),
+        ("commonpool", "CommonPool"),
+        ("metaclip", "MetaCLIP"),
+        ("dfn", "DFN"),
+        ("yfcc15m", "YFCC-15M"),
+        ("cc12m", "CC-12M"),
+        ("merged2b", "Merged-2B (LAION+COYO)"),
+    ):
+        if p.startswith(prefix):
+            return group
+    if "laion" in p:
+        return "LAION"
+    return "other"
+
+
+def openclip_table(config) -> AccuracyTable:
+    rows = datasets.load("openclip_results")["rows"]
+    oods = [c.strip() for c in config.openclip.ood_columns.split(",")]
+    cols = [config.openclip.id_column, *oods]
+    missing = [c for c in cols if c not in rows[0]]
+    if missing:
+        raise ValueError(f"openclip_results.csv lacks column(s) {missing}")
+    return AccuracyTable(
+        names=tuple(f"{r['name']}/{r['pretrained']}" for r in rows),
+        groups=tuple(openclip_group(r["pretrained"]) for r in rows),
+        id_names=(config.openclip.id_column,),
+        id_acc=np.array([[float(r[config.openclip.id_column])] for r in rows]),
+        ood_names=tuple(oods),
+        ood_acc=np.array([[float(r[c]) for c in oods] for r in rows]),
+    )
+
+
+def cifar10_1_table(config) -> tuple[AccuracyTable, dict[str, np.ndarray]]:
+    """The 30 published CIFAR-10.1 models; correctness from their released predictions."""
+    orig = datasets.load("cifar10_1_predictions", "original")
+    correct = {"CIFAR-10": orig["predictions"] == orig["label"][None, :]}
+    oods = [s.strip() for s in config.cifar10_1.ood_splits.split(",")]
+    for split in oods:
+        d = datasets.load("cifar10_1_predictions", split)
+        if d["models"] != orig["models"]:
+            raise ValueError(f"model lists differ between CIFAR-10 and CIFAR-10.1 {split}")
+        correct[f"CIFAR-10.1 {split}"] = d["predictions"] == d["label"][None, :]
+    ood_names = [f"CIFAR-10.1 {s}" for s in oods]
+    table = AccuracyTable(
+        names=tuple(orig["models"]),
+        groups=tuple("CIFAR-10 (standard training)" for _ in orig["models"]),
+        id_names=("CIFAR-10",),
+        id_acc=correct["CIFAR-10"].mean(axis=1)[:, None],
+        ood_names=tuple(ood_names),
+        ood_acc=np.stack([correct[n].mean(axis=1) for n in ood_names], axis=1),
+    )
+    return table, correct
+
+
+def claim_summary(analysis: dict[str, Any], table: AccuracyTable) -> dict[str, Any]:
+    """Per OOD set: mean |group ER| and R^2 of each fit, and whether the multi-ID fit has both
+    smaller mean |group ER| and higher adjusted R^2 than every single-ID fit."""
+    out = {}
+    for ood, fits in analysis["fits"].items():
+        abs_er = {
+            f: float(np.mean(np.abs(list(s["group_er_pp"].values())))) for f, s in fits.items()
+        }
+        r2 = {f: s["r2"] for f, s in fits.items()}
+        r2_adj = {f: s["r2_adj"] for f, s in fits.items()}
+        multi = [f for f in fits if f.startswith("multi:")]
+        single = [f for f in fits if f.startswith("single:")]
+        holds = None
+        if multi and single:
+            m = multi[-1]
+            holds = all(abs_er[m] < abs_er[s] and r2_adj[m] > r2_adj[s] for s in single)
+        out[ood] = {
+            "mean_abs_group_er_pp": abs_er,
+            "r2": r2,
+            "r2_adj": r2_adj,
+            "claim_holds": holds,
+        }
+    return out
+
+
+def _analyze(config, table, workdir, key, *, correct=None, sizes=None, id_sets=None):
+    analysis = analyze_table(
+        table,
+        id_sets=id_sets,
+        transform=config.transform,
+        key=key,
+        num_bootstrap=config.num_bootstrap,
+        correct=correct,
+        sizes=sizes,
+    )
+    plots = write_analysis(workdir, table, analysis, tag="fit")
+    return analysis, [str(p) for p in plots]
+
+
+def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    correct = sizes = None
+    if task == "openclip":
+        table = openclip_table(config)
+        sizes = config.openclip.sizes.to_dict()
+    elif task == "cifar10_1":
+        table, correct = cifar10_1_table(config)
+    elif task == "zoo":
+        table, correct = train_zoo(
+            config.zoo, workdir / "train", key, mesh=runtime.mesh, progress=config.progress
+        )
+    elif task == "csv":
+        if not config.csv.path:
+            raise ValueError("task 'csv' needs --config.csv.path (and id_columns, ood_columns)")
+        table = read_accuracy_csv(
+            config.csv.path,
+            id_columns=config.csv.id_columns,
+            ood_columns=config.csv.ood_columns,
+            group_column=config.csv.group_column or None,
+            name_column=config.csv.name_column or None,
+            scale=config.csv.scale,
+        )
+    else:
+        raise ValueError(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
+    table_to_csv(table, workdir / "accuracies.csv")
+    analysis, plots = _analyze(config, table, workdir, key, correct=correct, sizes=sizes)
+    out: dict[str, Any] = {
+        "num_models": table.num_models,
+        "groups": {g: int(sum(x == g for x in table.groups)) for g in table.group_names()},
+        "fits": analysis["fits"],
+        "plots": [str(pathlib.Path(p).relative_to(workdir.parent)) for p in plots],
+    }
+    if len(table.id_names) > 1:
+        out["claim"] = claim_summary(analysis, table)
+    return out
+
+
+def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
+    workdir = pathlib.Path(workdir)
+    tasks = [t.strip() for t in config.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise ValueError("config.tasks is empty; choose from " + ", ".join(TASKS))
+    key = jax.random.key(config.seed)
+    return {
+        task: run_task(
+            task,
+            config,
+            workdir / task,
+            jax.random.fold_in(key, zlib.crc32(task.encode())),
+            runtime,
+        )
+        for task in tasks
+    }

@@ -1,0 +1,54 @@
+"""Effective robustness with multiple in-distribution test sets (Shi et al. 2023).
+
+Public API::
+
+    fit = fit_effective_robustness(id_acc, ood_acc, transform="logit")   # [M, K], [M]
+    er = effective_robustness(fit, id_acc, ood_acc)                      # [M], fractions
+    fit.coef, fit.intercept, fit.r2, fit.mae, fit.predict(id_acc)
+"""
+
+from robustml_jax.effrob._analysis import analyze_table, default_id_sets, write_analysis
+from robustml_jax.effrob._bootstrap import (
+    BootstrapResult,
+    bootstrap_from_accuracies,
+    bootstrap_from_correct,
+    confidence_interval,
+)
+from robustml_jax.effrob._evaluate import batched_correct, stack_params
+from robustml_jax.effrob._features import hashed_ngrams
+from robustml_jax.effrob._fit import (
+    EffRobFit,
+    effective_robustness,
+    fit_effective_robustness,
+    weighted_lstsq,
+)
+from robustml_jax.effrob._table import AccuracyTable, read_accuracy_csv, table_to_csv
+from robustml_jax.effrob._transforms import TRANSFORMS, forward, inverse
+from robustml_jax.effrob._zoo import BowClassifier, ZooModel, model_grid, train_zoo
+
+__all__ = [
+    "TRANSFORMS",
+    "AccuracyTable",
+    "BootstrapResult",
+    "BowClassifier",
+    "EffRobFit",
+    "ZooModel",
+    "analyze_table",
+    "batched_correct",
+    "bootstrap_from_accuracies",
+    "bootstrap_from_correct",
+    "confidence_interval",
+    "default_id_sets",
+    "effective_robustness",
+    "fit_effective_robustness",
+    "forward",
+    "hashed_ngrams",
+    "inverse",
+    "model_grid",
+    "read_accuracy_csv",
+    "stack_params",
+    "table_to_csv",
+    "train_zoo",
+    "weighted_lstsq",
+    "write_analysis",
+]

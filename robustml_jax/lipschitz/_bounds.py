@@ -198,6 +198,18 @@ def _dual_certificate(a, b, act, x_lo, x_up, steps: int):
     return jnp.where(act.any(), best, jnp.inf)
 
 
+def _phase_certificate(a, b, act, x_lo, x_up, extra_a, extra_b, *, steps):
+    """Dual certificate of the domain's constraints plus one more row extra_a @ x + extra_b >= 0."""
+    return _dual_certificate(
+        jnp.concatenate([a, extra_a[None]]),
+        jnp.concatenate([b, extra_b[None]]),
+        jnp.concatenate([act, jnp.ones((1,), bool)]),
+        x_lo,
+        x_up,
+        steps,
+    )
+
+
 def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 2, dual_steps: int = 30):
     """Pre-activation bounds over {x in the ball : split constraints}.
 
@@ -239,13 +251,9 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 2, dual_steps
             uppers_cat = jnp.concatenate(uppers)
             free = (eff == 0) & (lowers_cat <= 0) & (uppers_cat >= 0)
 
-            def test(extra_a, extra_b):
-                aa = jnp.concatenate([a_all, extra_a[None]])
-                bb = jnp.concatenate([b_all, extra_b[None]])
-                return _dual_certificate(
-                    aa, bb, jnp.concatenate([act, jnp.ones((1,), bool)]), x_lo, x_up, dual_steps
-                )
-
+            test = functools.partial(
+                _phase_certificate, a_all, b_all, act, x_lo, x_up, steps=dual_steps
+            )
             # z_j <= 0 impossible -> active; z_j >= 0 impossible -> inactive.
             d_active = jax.vmap(test)(lo_a, lo_b)
             d_inactive = jax.vmap(test)(up_a, up_b)

@@ -59,8 +59,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     )
     if arg == "smoke":
         c.datasets = ("bibtex",)
-        c.max_train = 1500
-        c.max_test = 400
+        c.max_train = 1000
+        c.max_test = 300
         c.max_leaf_size = 32
         c.num_members = 2
         c.ood_members = 2
@@ -68,7 +68,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.newton_iters = 3
         c.cg_iters = 5
         c.kmeans_iters = 5
-        c.approx_beams = (1, 2, 4)
+        c.approx_beams = (1, 4)
         c.beam_size = 4
         c.exact_max_test = 200
         c.progress = False

@@ -1,0 +1,53 @@
+"""The paper-6 main (smoke config) end to end, its resume, and the report entry point."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from experiments.xmc import report, train
+from experiments.xmc.configs.default import get_config
+from robustml_jax.core import datasets, experiment
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    if not datasets.status("bibtex")[0]:
+        pytest.skip("bibtex not in the data dir")
+    workdir = tmp_path_factory.mktemp("xmc_smoke")
+    return workdir, experiment.run(train.train_and_evaluate, get_config("smoke"), workdir)
+
+
+def test_smoke_main_end_to_end(smoke_run):
+    workdir, res = smoke_run
+    assert (workdir / "results.json").is_file()
+    b = res["bibtex"]
+    for part in ("single", "ensemble"):
+        assert 0 < b[part]["P@1"] <= 100 and math.isfinite(b[part]["PSP@5"])
+    assert b["single"]["P@1"] > 30  # far above chance on 159 labels
+    assert all(v["bound_violations"] == 0 for v in b["approx"]["beams"].values())
+    assert 0 < b["miscls"]["single_model"]["one_minus_score"]["auroc"] <= 1
+    assert b["ood"]["num_ood"] > 0 and 0 < b["ood"]["ensemble"]["cat_total"]["auroc"] <= 1
+    for p in res["plots"]:
+        assert (workdir / p).stat().st_size > 0
+    assert len(list((workdir / "bibtex" / "members").glob("member_*/meta.json"))) == 2
+
+
+def test_report_resumes_from_saved_members(smoke_run):
+    workdir, first = smoke_run
+    rep = report.run(workdir, "smoke")
+    second = experiment.run(train.train_and_evaluate, get_config("smoke"), workdir)
+    # Members are reloaded, not retrained: no fit time recorded, identical predictions.
+    assert second["bibtex"]["fit_seconds_per_member"] is None
+    assert second["bibtex"]["ensemble"] == first["bibtex"]["ensemble"]
+    names = [r.metric for r in rep.rows]
+    assert "bibtex single tree P@1 (%)" in names
+    row = next(r for r in rep.rows if r.metric == "bibtex single tree P@1 (%)")
+    assert row.paper == 62.19 and row.ours == round(first["bibtex"]["single"]["P@1"], 2)
+    assert rep.plots and rep.summary
+
+
+def test_unknown_config():
+    with pytest.raises(ValueError, match="unknown config 'huge'"):
+        get_config("huge")

@@ -1,0 +1,113 @@
+"""Accuracy CSVs: round trip and clear errors."""
+
+import numpy as np
+import pytest
+
+from robustml_jax import effrob
+
+
+def _table():
+    return effrob.AccuracyTable(
+        names=("a", "b", "c", "d"),
+        groups=("x", "x", "y", "y"),
+        id_names=("id1", "id2"),
+        id_acc=np.array([[0.7, 0.6], [0.8, 0.65], [0.6, 0.8], [0.65, 0.85]]),
+        ood_names=("ood",),
+        ood_acc=np.array([[0.5], [0.6], [0.55], [0.6]]),
+    )
+
+
+def test_csv_round_trip(tmp_path):
+    t = _table()
+    effrob.table_to_csv(t, tmp_path / "t.csv")
+    r = effrob.read_accuracy_csv(
+        tmp_path / "t.csv",
+        id_columns="id1,id2",
+        ood_columns=["ood"],
+        group_column="group",
+        name_column="model",
+    )
+    assert r.names == t.names and r.groups == t.groups and r.id_names == t.id_names
+    np.testing.assert_allclose(r.id_acc, t.id_acc)
+    np.testing.assert_allclose(r.ood_acc, t.ood_acc)
+    assert r.group_names() == ["x", "y"]
+    assert r.select(np.array([True, False, True, False])).names == ("a", "c")
+
+
+def test_percentages_with_scale(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("m,i,o\nA,70,50\nB,80,60\nC,90,75\n")
+    r = effrob.read_accuracy_csv(p, id_columns="i", ood_columns="o", name_column="m", scale=100)
+    np.testing.assert_allclose(r.id_acc[:, 0], [0.7, 0.8, 0.9])
+    assert r.groups == ("all", "all", "all")
+    raw = effrob.read_accuracy_csv(p, id_columns="i", ood_columns="o")
+    with pytest.raises(ValueError, match="not percentages"):
+        effrob.fit_effective_robustness(raw.id_acc, raw.ood_acc[:, 0])
+
+
+def test_missing_column_names_it(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("m,i,o\nA,0.7,0.5\n")
+    with pytest.raises(
+        ValueError, match=r"missing column\(s\) \['ood'\].*columns \['m', 'i', 'o'\]"
+    ):
+        effrob.read_accuracy_csv(p, id_columns="i", ood_columns="ood")
+
+
+def test_non_numeric_cell_and_missing_file(tmp_path):
+    p = tmp_path / "p.csv"
+    p.write_text("i,o\n0.7,0.5\nabc,0.4\n")
+    with pytest.raises(ValueError, match=r"row 3, column 'i': 'abc' is not a number"):
+        effrob.read_accuracy_csv(p, id_columns="i", ood_columns="o")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        effrob.read_accuracy_csv(tmp_path / "nope.csv", id_columns="i", ood_columns="o")
+
+
+def test_table_shape_checks():
+    with pytest.raises(ValueError, match="id_acc has shape"):
+        effrob.AccuracyTable(("a",), ("g",), ("i",), np.zeros((2, 1)), ("o",), np.zeros((1, 1)))
+
+
+def test_analysis_writes_fits_table_and_plots(tmp_path):
+    t = _table()
+    a = effrob.analyze_table(t)
+    assert list(a["fits"]["ood"]) == ["single:id1", "single:id2", "multi:id1+id2"]
+    # 4 models, 3 parameters: the multi fit is exact up to rounding.
+    assert a["fits"]["ood"]["multi:id1+id2"]["r2"] > a["fits"]["ood"]["single:id1"]["r2"]
+    plots = effrob.write_analysis(tmp_path, t, a, tag="fit")
+    assert [p.name for p in plots] == ["fit_ood.png"]
+    assert plots[0].stat().st_size > 1000
+    header = (tmp_path / "fit_er.csv").read_text().splitlines()[0]
+    assert "ER_pp[ood|multi:id1+id2]" in header
+    assert (tmp_path / "fit_fits.json").exists()
+
+
+def test_analysis_bootstrap_intervals_bracket_point_values():
+    import jax
+
+    rng = np.random.default_rng(0)
+    m = 16
+    z = rng.normal(size=(m, 2))
+    t = effrob.AccuracyTable(
+        names=tuple(f"m{i}" for i in range(m)),
+        groups=tuple("x" if i < 8 else "y" for i in range(m)),
+        id_names=("id1", "id2"),
+        id_acc=1 / (1 + np.exp(-z)),
+        ood_names=("ood",),
+        ood_acc=1 / (1 + np.exp(-(0.5 * z.sum(1) + 0.1 * rng.normal(size=m))))[:, None],
+    )
+    a = effrob.analyze_table(
+        t,
+        id_sets=[(0, 1)],
+        key=jax.random.key(0),
+        num_bootstrap=100,
+        sizes={"id1": 1000, "id2": 1000, "ood": 1000},
+    )
+    f = a["fits"]["ood"]["multi:id1+id2"]
+    lo, hi = f["r2_ci"]
+    assert 0 < lo < hi <= 1 and lo <= f["r2"] + 0.02
+    for g in ("x", "y"):
+        lo, hi = f["group_er_ci_pp"][g]
+        assert lo < f["group_er_pp"][g] < hi
+    with pytest.raises(ValueError, match="PRNG key"):
+        effrob.analyze_table(t, num_bootstrap=10)

@@ -52,12 +52,15 @@ def branch_and_bound(
     """
     cap = 1 + steps * batch
     splits = jnp.zeros((cap, num_neurons), jnp.int8)
-    root_bound, root_score = bound_fn(splits[0])
+    batched = jax.vmap(bound_fn)
+    k = min(batch, cap)
+    # The root goes through the same batched call as the children: one trace, one compile.
+    root_bound, root_score = jax.tree.map(
+        lambda a: a[0], batched(jnp.zeros((2 * k, num_neurons), jnp.int8))
+    )
     bounds = jnp.full((cap,), -jnp.inf, dtype).at[0].set(root_bound)
     scores = jnp.full((cap, num_neurons), -jnp.inf, dtype).at[0].set(root_score)
     history = jnp.zeros((steps + 1,), dtype).at[0].set(root_bound)
-    batched = jax.vmap(bound_fn)
-    k = min(batch, cap)
 
     def body(t, state):
         splits, bounds, scores, history = state

@@ -179,38 +179,37 @@ def _dual_certificate(a, b, act, x_lo, x_up, steps: int):
     a, b = a / scale[:, None], (b + a @ center) / scale  # rows about the box centre
     mask = act.astype(a.dtype)
 
-    def dual(lam):
-        lam = lam * mask
-        w = lam @ a
-        return lam @ b + jnp.abs(w) @ radius
+    def dual_and_grad(lam):
+        w = lam @ a  # [N_0]
+        return lam @ b + jnp.abs(w) @ radius, b + a @ (jnp.sign(w) * radius)
 
     lam0 = mask / jnp.maximum(mask.sum(), 1.0)
 
     def body(t, carry):
         lam, best = carry
-        val, g = jax.value_and_grad(dual)(lam)
+        val, g = dual_and_grad(lam)
         lam = lam * jnp.exp(-2.0 * g / jnp.sqrt(t + 1.0)) * mask
         lam = lam / jnp.maximum(lam.sum(), 1e-30)
         return lam, jnp.minimum(best, val)
 
-    _, best = jax.lax.fori_loop(0, steps, body, (lam0, dual(lam0)))
-    best = jnp.minimum(best, dual(lam0))
+    lam, best = jax.lax.fori_loop(0, steps, body, (lam0, dual_and_grad(lam0)[0]))
+    best = jnp.minimum(best, dual_and_grad(lam)[0])
     return jnp.where(act.any(), best, jnp.inf)
 
 
-def _phase_certificate(a, b, act, x_lo, x_up, extra_a, extra_b, *, steps):
-    """Dual certificate of the domain's constraints plus one more row extra_a @ x + extra_b >= 0."""
+def _phase_certificate(a, b, act, x_lo, x_up, extra_a, extra_b, extra_on, *, steps):
+    """Dual certificate of the domain's constraints plus one row extra_a @ x + extra_b >= 0."""
     return _dual_certificate(
         jnp.concatenate([a, extra_a[None]]),
         jnp.concatenate([b, extra_b[None]]),
-        jnp.concatenate([act, jnp.ones((1,), bool)]),
+        jnp.concatenate([act, extra_on[None]]),
         x_lo,
         x_up,
         steps,
     )
 
 
-def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 2, dual_steps: int = 30):
+def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps: int = 30):
     """Pre-activation bounds over {x in the ball : split constraints}.
 
     With splits and CROWN, each split neuron's linear bound gives a linear constraint on x
@@ -244,19 +243,24 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 2, dual_steps
         x_lo, x_up = _tighten_box(x_lo, x_up, a_all, b_all, act)
         empty = empty | jnp.any(x_lo > x_up)
         x_up = jnp.maximum(x_up, x_lo)
-        empty = empty | (_dual_certificate(a_all, b_all, act, x_lo, x_up, dual_steps) < -1e-6)
         s_total = up_a.shape[0]
+        # One batched dual solve: the domain itself (extra row switched off) and, for small
+        # nets, the domain plus the opposite phase of every neuron.
+        extra_a, extra_b = jnp.zeros_like(a_all[:1]), jnp.zeros_like(b_all[:1])
+        extra_on = jnp.zeros((1,), bool)
         if s_total <= 256:
-            lowers_cat = jnp.concatenate(lowers)
-            uppers_cat = jnp.concatenate(uppers)
-            free = (eff == 0) & (lowers_cat <= 0) & (uppers_cat >= 0)
-
-            test = functools.partial(
-                _phase_certificate, a_all, b_all, act, x_lo, x_up, steps=dual_steps
-            )
+            extra_a = jnp.concatenate([extra_a, lo_a, up_a])
+            extra_b = jnp.concatenate([extra_b, lo_b, up_b])
+            extra_on = jnp.ones((1 + 2 * s_total,), bool).at[0].set(False)
+        test = functools.partial(
+            _phase_certificate, a_all, b_all, act, x_lo, x_up, steps=dual_steps
+        )
+        d = jax.vmap(test)(extra_a, extra_b, extra_on)
+        empty = empty | (d[0] < -1e-6)
+        if s_total <= 256:
+            free = (eff == 0) & (jnp.concatenate(lowers) <= 0) & (jnp.concatenate(uppers) >= 0)
             # z_j <= 0 impossible -> active; z_j >= 0 impossible -> inactive.
-            d_active = jax.vmap(test)(lo_a, lo_b)
-            d_inactive = jax.vmap(test)(up_a, up_b)
+            d_active, d_inactive = d[1 : 1 + s_total], d[1 + s_total :]
             eff = jnp.where(free & (d_active < -1e-6), 1, eff)
             eff = jnp.where(free & (d_inactive < -1e-6) & (eff == 0), -1, eff).astype(split.dtype)
         lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, eff, forward)
@@ -376,9 +380,17 @@ def _status(lowers, uppers, split, net):
     return status
 
 
-def _bound_for_c(net, x0, eps, c, split, method, forward) -> GradientBounds:
+def _forward_part(net, x0, eps, split, forward):
+    """Forward bounds and neuron status of one domain (shared by every output direction)."""
     lowers, uppers, split, _ = _domain_box_bounds(net, x0, eps, split, forward)
     status = _status(lowers, uppers, split, net)
+    infeasible = jnp.zeros((), bool)
+    for lo, up in zip(lowers, uppers, strict=True):
+        infeasible = infeasible | jnp.any(lo > up + 1e-6 * (1.0 + jnp.abs(lo)))
+    return lowers, uppers, status, infeasible
+
+
+def _bound_for_c(net, c, lowers, uppers, status, infeasible, method) -> GradientBounds:
     mode = {"ours": "chord", "recurjac": "constant", "interval": "interval"}[method]
     a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode)
     lip = jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)).sum()
@@ -402,10 +414,7 @@ def _bound_for_c(net, x0, eps, c, split, method, forward) -> GradientBounds:
         balance = jnp.minimum(up, -lo) / jnp.maximum(up - lo, _TINY)
         sc = jnp.maximum(jnp.abs(alo), jnp.abs(aup)) * balance
         scores.append(jnp.where(free, sc, -jnp.inf))
-    score = jnp.concatenate(scores) if scores else jnp.zeros((0,), x0.dtype)
-    infeasible = jnp.zeros((), bool)
-    for lo, up in zip(lowers, uppers, strict=True):
-        infeasible = infeasible | jnp.any(lo > up + 1e-6 * (1.0 + jnp.abs(lo)))
+    score = jnp.concatenate(scores) if scores else jnp.zeros((0,), c.dtype)
     return GradientBounds(lip, v_lo, v_up, score, infeasible)
 
 
@@ -437,7 +446,8 @@ def _directions(net, c, dtype):
 
 def _domain_bound(net, x0, eps, cs, split, method, forward):
     """Max over directions cs [K', K] of the bound on one domain; score of the argmax direction."""
-    res = jax.lax.map(lambda c: _bound_for_c(net, x0, eps, c, split, method, forward), cs)
+    fwd = _forward_part(net, x0, eps, split, forward)
+    res = jax.lax.map(lambda c: _bound_for_c(net, c, *fwd, method), cs)
     best = jnp.argmax(res.lipschitz)
     lip = jnp.where(res.infeasible[best], -jnp.inf, res.lipschitz.max())
     return lip, res.score[best]
@@ -465,7 +475,7 @@ def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = 
     if method not in ("ours", "recurjac", "interval"):
         raise ValueError(f"gradient_bounds: method must be ours/recurjac/interval, got {method!r}")
     cs = _directions(net, c, x0.dtype)
-    res = _bound_for_c(net, x0, eps, cs[0], None, method, forward)
+    res = _bound_for_c(net, cs[0], *_forward_part(net, x0, eps, None, forward), method)
     return res.lower, res.upper
 
 

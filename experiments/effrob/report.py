@@ -80,10 +80,10 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         plots += r["plots"]
         data = "Blitzer books/kitchen (ID), dvd/electronics/SST-2/MR (OOD), hashed n-grams"
         zscale = f"{scale}: {r['num_models']} models, groups {r['groups']}"
-        held = 0
+        pairs = held = 0
+        worst_single, worst_multi, best = [], [], []
         for ood, cl in r["claim"].items():
-            fits = r["fits"][ood]
-            for name, f in fits.items():
+            for name, f in r["fits"][ood].items():
                 ci = f.get("group_er_ci_pp", {})
                 rows.append(
                     Row(
@@ -98,25 +98,54 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                         else "",
                     )
                 )
-            abs_er = cl["mean_abs_group_er_pp"]
-            holds = cl["claim_holds"]
-            held += bool(holds)
+            fits = cl["fits"]
+            multi = next(f for f in fits if f.startswith("multi:"))
+            singles = [f for f in fits if f.startswith("single:")]
+            worst_single.append(max(fits[s]["max_abs_group_er_pp"] for s in singles))
+            worst_multi.append(fits[multi]["max_abs_group_er_pp"])
+            b = max(singles, key=lambda s, fits=fits: fits[s]["r2"])
+            best.append(f"{b.split(':', 1)[1]} for {ood} ({fits[b]['max_abs_group_er_pp']:.1f} pp)")
+            verdicts = []
+            for s, v in cl["vs_single"].items():
+                pairs += 1
+                held += v["claim_holds"]
+                verdicts.append(f"vs {s}: {'holds' if v['claim_holds'] else 'does not hold'}")
             rows.append(
                 Row(
-                    f"zoo {ood}: mean |group ER| (pp), single-ID fits vs multi-ID",
-                    ", ".join(f"{k} {v:.2f}" for k, v in abs_er.items()),
-                    "shrinks under multi-ID",
+                    f"zoo {ood}: mean |group ER| (pp) and adj. R^2, single-ID vs multi-ID fits",
+                    ", ".join(
+                        f"{k} {v['mean_abs_group_er_pp']:.2f} / {v['r2_adj']:.3f}"
+                        for k, v in fits.items()
+                    ),
+                    "|ER| shrinks, R^2 rises under multi-ID",
                     data,
                     zscale,
-                    "claim holds (smaller |ER| and higher adj. R^2 than every single fit): "
-                    f"{holds}",
+                    "; ".join(verdicts),
                 )
             )
-        n = len(r["claim"])
+        rows.append(
+            Row(
+                "zoo: largest |group ER| (pp), worst single-ID fit -> multi-ID, per OOD set",
+                ", ".join(
+                    f"{o} {a:.2f} -> {b:.2f}"
+                    for o, a, b in zip(r["claim"], worst_single, worst_multi, strict=True)
+                ),
+                None,
+                data,
+                zscale,
+            )
+        )
         summary.append(
-            f"On our zoo of {r['num_models']} sentiment classifiers trained on books, kitchen and "
-            f"mixtures, the multi-ID fit has smaller mean |group ER| and higher adjusted R^2 than "
-            f"both single-ID fits on {held} of {n} OOD sets."
+            f"On our zoo of {r['num_models']} bag-of-n-grams sentiment classifiers trained on "
+            f"books, kitchen and books+kitchen mixtures, moving from a single-ID to the two-ID fit "
+            f"both shrinks the mean |group ER| and raises adjusted R^2 in {held} of {pairs} "
+            f"(OOD set, single ID set) pairs. The largest spurious group ER under the worse "
+            f"single-ID fit ({', '.join(f'{v:.1f}' for v in worst_single)} pp per OOD set) drops "
+            f"to {', '.join(f'{v:.1f}' for v in worst_multi)} pp under the two-ID fit. The "
+            f"best-fitting single ID set per OOD set, with its largest |group ER|: "
+            f"{'; '.join(best)}. The claim is about single-ID evaluation on an ID set that does "
+            f"not cover some models' training data; where the single ID set is already the "
+            f"right one for an OOD shift, the two-ID fit has little left to correct."
         )
     if "openclip" in res:
         summary.append(

@@ -26,6 +26,7 @@ from robustml_jax.core import train
 from robustml_jax.core.distributed import Runtime
 from robustml_jax.core.results import MetricsLogger, atomic_write_text, save_figure
 from robustml_jax.distill import (
+    LABEL_MODES,
     accuracy,
     dsa_augment,
     fit_preprocessor,
@@ -100,6 +101,14 @@ def _curves(workdir: pathlib.Path, baselines: dict):
 
 def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     workdir = pathlib.Path(workdir)
+    last_target = config.max_start_epoch - 1 + config.expert_epochs
+    if config.max_start_epoch < 1 or last_target > config.expert_train_epochs:
+        raise ValueError(
+            f"max_start_epoch - 1 + expert_epochs = {last_target} exceeds the experts' "
+            f"{config.expert_train_epochs} epochs (or max_start_epoch < 1)"
+        )
+    if config.label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {config.label_mode!r}")
     root = jax.random.key(config.seed)
     k_data, k_zca, k_model, k_expert, k_init, k_eval, k_sample, k_train = jax.random.split(root, 8)
 
@@ -156,12 +165,6 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         progress=config.progress,
     )
     full_acc = np.array([m["test_accuracy"] for m in expert_metrics])
-    last_target = config.max_start_epoch - 1 + config.expert_epochs
-    if last_target > config.expert_train_epochs:
-        raise ValueError(
-            f"max_start_epoch - 1 + expert_epochs = {last_target} exceeds the experts' "
-            f"{config.expert_train_epochs} epochs"
-        )
     buffer = np.asarray(
         load_trajectories(
             expert_root, init_fn(k_model), num_experts=config.num_experts, epochs=last_target

@@ -1,0 +1,193 @@
+"""Tests of experts, soft labels, evaluation training and data preparation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustml_jax.distill import (
+    accuracy,
+    fit_preprocessor,
+    load_trajectories,
+    real_subset,
+    soft_label_assignment,
+    stack_trajectories,
+    train_experts,
+    train_networks,
+    trajectory_matching_loss,
+)
+from robustml_jax.models.convnet import ConvNet, ConvNetD4
+
+MODEL = ConvNet(num_classes=3, width=4, depth=1)
+
+
+def init_fn(key):
+    return MODEL.init(key, jnp.zeros((1, 6, 6, 1)))["params"]
+
+
+def apply_fn(params, x):
+    return MODEL.apply({"params": params}, x)
+
+
+def _toy(n=60, seed=0):
+    """Three classes that differ in mean brightness (learnable by a tiny ConvNet)."""
+    labels = np.arange(n) % 3
+    noise = np.asarray(jax.random.normal(jax.random.key(seed), (n, 6, 6, 1)))
+    return (noise * 0.3 + labels[:, None, None, None] - 1.0).astype(np.float32), labels
+
+
+def test_convnet_shapes():
+    x = jnp.zeros((2, 16, 16, 3))
+    model = ConvNetD4(num_classes=7, width=4)
+    p = jax.jit(model.init)(jax.random.key(0), x)["params"]
+    chex.assert_shape(jax.jit(model.apply)({"params": p}, x), (2, 7))
+    assert "Conv_3" in p and "Conv_4" not in p
+    with pytest.raises(ValueError, match="expects images"):
+        MODEL.init(jax.random.key(0), jnp.zeros((6, 6, 1)))
+
+
+@pytest.fixture(scope="module")
+def experts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("experts")
+    x, y = _toy()
+    metrics = train_experts(
+        d,
+        jax.random.key(0),
+        {"image": x, "label": y},
+        init_fn=init_fn,
+        apply_fn=apply_fn,
+        num_experts=2,
+        num_epochs=2,
+        lr=0.1,
+        batch_size=20,
+        num_classes=3,
+        progress=False,
+    )
+    return d, metrics
+
+
+def test_experts_save_every_epoch_and_resume(experts):
+    d, _ = experts
+    buf = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=2, epochs=2)
+    n_params = sum(a.size for a in jax.tree.leaves(init_fn(jax.random.key(0))))
+    chex.assert_shape(buf, (2, 3, n_params))
+    assert float(jnp.linalg.norm(buf[:, 1] - buf[:, 0])) > 0  # experts moved
+    assert float(jnp.linalg.norm(buf[0, 0] - buf[1, 0])) > 0  # different initialisations
+    # Re-running finds the finished trajectories and leaves them unchanged.
+    x, y = _toy()
+    train_experts(
+        d,
+        jax.random.key(0),
+        {"image": x, "label": y},
+        init_fn=init_fn,
+        apply_fn=apply_fn,
+        num_experts=2,
+        num_epochs=2,
+        lr=0.1,
+        batch_size=20,
+        num_classes=3,
+        progress=False,
+    )
+    again = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=2, epochs=2)
+    np.testing.assert_array_equal(buf, again)
+
+
+def test_expert_errors(experts, tmp_path):
+    d, _ = experts
+    with pytest.raises(FileNotFoundError, match="expert 2: no trajectory"):
+        load_trajectories(d, init_fn(jax.random.key(0)), num_experts=3, epochs=2)
+    with pytest.raises(FileNotFoundError, match=r"epochs \[3\] missing"):
+        load_trajectories(d, init_fn(jax.random.key(0)), num_experts=1, epochs=3)
+    wrong = ConvNet(num_classes=3, width=5, depth=1).init(
+        jax.random.key(0), jnp.zeros((1, 6, 6, 1))
+    )["params"]
+    with pytest.raises(ValueError, match="inconsistent with the model"):
+        load_trajectories(d, wrong, num_experts=1, epochs=1)
+    p = init_fn(jax.random.key(0))
+    with pytest.raises(ValueError, match="inconsistent with expert 0 epoch 0"):
+        stack_trajectories([[p, p], [p, wrong]])
+    with pytest.raises(ValueError, match="expert 1 has 1 epochs"):
+        stack_trajectories([[p, p], [p]])
+    with pytest.raises(FileNotFoundError, match="no trajectory"):
+        load_trajectories(tmp_path, p, num_experts=1, epochs=1)
+
+
+def test_soft_label_assignment_and_learned_labels(experts):
+    d, _ = experts
+    buf = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=1, epochs=2)
+    from jax.flatten_util import ravel_pytree
+
+    unravel = ravel_pytree(init_fn(jax.random.key(0)))[1]
+    start, target = unravel(buf[0, 1]), unravel(buf[0, 2])
+    x, _ = _toy(9, seed=1)
+    labels = soft_label_assignment(apply_fn, target, jnp.asarray(x))
+    chex.assert_shape(labels, (9, 3))
+    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(labels, jax.nn.softmax(apply_fn(target, x)), rtol=1e-6)
+    # Labels are targets: no gradient flows through SLA into the images.
+    g = jax.grad(lambda v: jnp.sum(soft_label_assignment(apply_fn, target, v) ** 2))(x)
+    np.testing.assert_array_equal(g, 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        soft_label_assignment(apply_fn, target, x, temperature=0.0)
+
+    # Learned labels: the matching loss has a nonzero gradient w.r.t. the label logits.
+    def loss(logits):
+        return trajectory_matching_loss(
+            jnp.asarray(x),
+            jax.nn.softmax(logits),
+            0.1,
+            start,
+            target,
+            jax.random.key(0),
+            apply_fn=apply_fn,
+            num_steps=2,
+            batch_size=3,
+            gradient="tesla",
+        )
+
+    g = jax.grad(loss)(jnp.zeros((9, 3)))
+    assert float(jnp.abs(g).sum()) > 0
+
+
+def test_train_networks_learns_and_accuracy():
+    x, y = _toy(30)
+    keys = jax.random.split(jax.random.key(0), 2)
+    fit = jax.jit(
+        lambda k, xx, yy, lr: train_networks(
+            k, xx, yy, lr, init_fn=init_fn, apply_fn=apply_fn, num_epochs=30, batch_size=10
+        )
+    )
+    params = fit(keys, jnp.asarray(x), jax.nn.one_hot(y, 3), jnp.float32(0.05))
+    chex.assert_shape(jax.tree.leaves(params)[0], (2, *jax.tree.leaves(init_fn(keys[0]))[0].shape))
+    xt, yt = _toy(60, seed=5)
+    acc = accuracy(params, xt, yt, apply_fn=apply_fn, chunk=25)
+    chex.assert_shape(acc, (2,))
+    assert acc.min() > 0.9  # chance is 1/3
+    untrained = jax.vmap(init_fn)(keys)
+    assert accuracy(untrained, xt, yt, apply_fn=apply_fn).max() < acc.min()
+
+
+def test_preprocessor_and_zca():
+    imgs = np.asarray(jax.random.randint(jax.random.key(0), (300, 4, 4, 2), 0, 256), np.uint8)
+    pre = fit_preprocessor(imgs, zca=False)
+    x = pre(imgs)
+    np.testing.assert_allclose(x.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(0, 1, 2)), 1.0, atol=1e-4)
+    # ZCA with a tiny eps whitens: the covariance becomes the identity.
+    zpre = fit_preprocessor(imgs, zca=True, zca_eps=1e-6)
+    z = zpre(imgs).reshape(300, -1)
+    cov = np.cov(z, rowvar=False)
+    np.testing.assert_allclose(cov, np.eye(32), atol=1e-3)
+    with pytest.raises(ValueError, match="needs a PRNG key"):
+        fit_preprocessor(imgs, zca=True, zca_fit_examples=10)
+
+
+def test_real_subset():
+    labels = np.repeat(np.arange(4), 5)
+    idx = real_subset(jax.random.key(0), labels, 3, 4)
+    chex.assert_shape(idx, (12,))
+    np.testing.assert_array_equal(labels[idx], np.repeat(np.arange(4), 3))
+    assert len(set(idx.tolist())) == 12
+    with pytest.raises(ValueError, match="fewer than 6"):
+        real_subset(jax.random.key(0), labels, 6, 4)

@@ -1,0 +1,92 @@
+"""End-to-end tests: the experiment main (smoke), the report entry point, resume after a kill."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.distill import report
+from experiments.distill.configs.default import get_config
+from experiments.distill.train import train_and_evaluate
+from robustml_jax.core import experiment
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("distill_smoke")
+    return workdir, experiment.run(train_and_evaluate, get_config("smoke"), workdir)
+
+
+def test_smoke_main_end_to_end(smoke_run):
+    workdir, res = smoke_run
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["iterations"] == get_config("smoke").iterations
+    for k in ("syn_acc_mean", "random_real_acc_mean", "full_data_acc_mean"):
+        assert 0.0 <= on_disk[k] <= 1.0
+    for plot in res["plots"]:
+        assert (workdir / plot).read_bytes()[:4] == b"\x89PNG"
+    syn = np.load(workdir / "syn_images.npy")
+    assert syn.shape == (10, 28, 28, 1)
+    assert np.isfinite(syn).all()
+    assert on_disk["syn_lr"] != get_config("smoke").lr_teacher  # the step size was learned
+    records = [
+        json.loads(x) for x in (workdir / "distill" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4]
+
+
+@pytest.mark.slow
+def test_killed_distillation_resumes_identically(smoke_run, tmp_path):
+    """Stopping after 2 of 4 iterations (checkpoint at 2) and re-running gives the same images
+    and the same loss log as the uninterrupted run."""
+    workdir, _ = smoke_run
+    config = get_config("smoke")
+    config.expert_dir = str(workdir / "experts")
+    config.iterations = 2  # "killed" right after the checkpoint at iteration 2
+    experiment.run(train_and_evaluate, config, tmp_path)
+    config.iterations = 4
+    experiment.run(train_and_evaluate, config, tmp_path)
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "syn_images.npy"), np.load(workdir / "syn_images.npy")
+    )
+
+    def losses(d):
+        recs = [json.loads(x) for x in (d / "distill" / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in recs if r["split"] == "train"]
+
+    assert losses(tmp_path) == losses(workdir)
+
+
+def test_report_smoke(tmp_path):
+    rep = report.run(tmp_path, "smoke")
+    assert len(rep.rows) >= 4
+    assert rep.rows[0].metric.startswith("mnist_5k IPC1 distilled")
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert rep.rows[0].ours.startswith(f"{100 * res['syn_acc_mean']:.1f}")
+    assert all((tmp_path / p).exists() for p in rep.plots)
+    assert "random real" in rep.summary
+
+
+def test_unknown_config_and_bad_schedule(tmp_path):
+    with pytest.raises(ValueError, match="unknown config 'huge'"):
+        get_config("huge")
+    config = get_config("smoke")
+    config.max_start_epoch = 3  # 3 - 1 + 1 = 3 > the experts' 2 epochs
+    config.expert_dir = str(tmp_path / "experts")
+    config.num_experts = 1
+    with pytest.raises(ValueError, match="exceeds the experts' 2 epochs"):
+        train_and_evaluate(config, tmp_path, _runtime())
+
+
+def _runtime():
+    from robustml_jax.core import distributed
+
+    return distributed.setup(get_config("smoke"))
+
+
+def test_missing_expert_file_is_a_clear_error(tmp_path):
+    from robustml_jax.distill import load_trajectories
+
+    with pytest.raises(FileNotFoundError, match="expert 0: no trajectory"):
+        load_trajectories(tmp_path, {"w": jax.numpy.zeros(2)}, num_experts=1, epochs=1)

@@ -215,9 +215,14 @@ def _level_depths(depth: int, nr_splits: int) -> list[int]:
 
 
 def _bucket(n: int) -> int:
-    """Rounds a size up to a power of two (at least 256) so that members and levels share
-    compiled solvers; compilation, not arithmetic, dominates training on small data."""
-    return max(256, 1 << max(int(n) - 1, 0).bit_length())
+    """Rounds a size up so that members and levels share compiled solvers: a power of two up
+    to 2^18 (compilation dominates there), above that a multiple of a quarter octave (at most
+    25% padding where the arithmetic dominates)."""
+    n = max(int(n), 1)
+    if n <= 1 << 18:
+        return max(256, 1 << (n - 1).bit_length())
+    step = 1 << ((n - 1).bit_length() - 3)
+    return -(-n // step) * step
 
 
 @functools.partial(
@@ -436,8 +441,8 @@ def fit_tree_model(
     kmeans_iters: int = 20,
     loss: str = "squared-hinge",
     c: float = 1.0,
-    newton_iters: int = 6,
-    cg_iters: int = 10,
+    newton_iters: int = 3,
+    cg_iters: int = 5,
     threshold: float = 0.1,
 ) -> TreeModel:
     """Trains an XR-Linear-style tree model.
@@ -449,7 +454,9 @@ def fit_tree_model(
       max_leaf_size: largest leaf cluster; depth = max(1, ceil(log2(L / max_leaf_size))).
       nr_splits: branching factor B of the cluster levels (a power of two).
       loss: ``"squared-hinge"`` (post-processor l3-hinge) or ``"logistic"`` (sigmoid).
-      c: the loss weight C; newton_iters, cg_iters: solver iterations per level.
+      c: the loss weight C; newton_iters, cg_iters: solver iterations per level (3 x 5 is
+        about as loose as PECOS's dual coordinate descent at eps 0.1; 6 x 10 moves P@k on
+        Bibtex/Delicious by < 0.5 points).
       threshold: weights with |w| below it are dropped (PECOS default 0.1).
 
     Returns:

@@ -36,8 +36,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.kmeans_iters = 20
     c.loss = "squared-hinge"
     c.c = 1.0
-    c.newton_iters = 6
-    c.cg_iters = 10
+    c.newton_iters = 3
+    c.cg_iters = 5
     c.threshold = 0.1
     # Ensemble.
     c.num_members = 3
@@ -65,15 +65,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.num_members = 2
         c.ood_members = 2
         c.ood_groups = 4
-        c.newton_iters = 3
-        c.cg_iters = 5
+        c.newton_iters = 2
+        c.cg_iters = 4
         c.kmeans_iters = 5
         c.approx_beams = (1, 4)
         c.beam_size = 4
         c.exact_max_test = 200
         c.progress = False
     elif arg == "small":
-        pass
+        c.approx_beams = (1, 3, 10)
     elif arg == "full":
         c.datasets = (
             "bibtex",

@@ -165,6 +165,7 @@ def main(argv=None):
     ap.add_argument("--features", type=int, default=50_000)
     ap.add_argument("--labels", type=int, default=5_000)
     ap.add_argument("--nnz", type=int, default=64)
+    ap.add_argument("--noise-frac", type=float, default=0.75)
     ap.add_argument("--beam", type=int, default=10)
     ap.add_argument("--topk", type=int, default=10)
     ap.add_argument("--venv", default="/tmp/pecos_venv")

@@ -27,6 +27,7 @@ import optax
 from absl import logging
 
 from robustml_jax.core import datasets, train
+from robustml_jax.core.checkpoint import Checkpointer
 from robustml_jax.core.results import atomic_write_bytes
 from robustml_jax.effrob._evaluate import batched_correct
 from robustml_jax.effrob._features import hashed_ngrams
@@ -213,7 +214,9 @@ def train_zoo(
     Each architecture trains in ``workdir/<arch>`` with the shared train loop; training runs in
     phases ending at each of ``config.snapshots`` steps, and every phase's per-example
     correctness is saved (``snapshot_<steps>.npz``) before the next starts, so a killed run
-    resumes from the last checkpoint and no finished phase is recomputed.
+    resumes from the last checkpoint and no finished phase is recomputed. A snapshot file lost
+    after training moved on is rebuilt from the checkpoint at exactly its step (snapshot steps
+    should be multiples of ``checkpoint_every`` and within ``max_to_keep`` of the end).
 
     Returns:
       The accuracy table (ID sets = ``config.id_domains``, OOD = ``config.ood_sets``) and the
@@ -262,6 +265,26 @@ def train_zoo(
 
         for steps in config.snapshots:
             snap = arch_dir / f"snapshot_{steps}.npz"
+            ckpt_dir = arch_dir / "checkpoints"
+            done = []
+            if not snap.exists() and ckpt_dir.exists():
+                ckpt = Checkpointer(ckpt_dir)
+                done = ckpt.all_steps()
+                ckpt.close()
+            if done and max(done) > steps:
+                # Training went past this snapshot (its file was lost): evaluate the checkpoint
+                # saved at exactly this step, never a later one.
+                if steps not in done:
+                    raise RuntimeError(
+                        f"{snap} is missing and training in {arch_dir} is past step {steps} "
+                        f"with no checkpoint at that step (have {done}); delete {arch_dir} to "
+                        "retrain this architecture"
+                    )
+                ckpt = Checkpointer(ckpt_dir)
+                restored = ckpt.restore(state, step=int(steps))
+                ckpt.close()
+                corr = batched_correct(apply_fn, (restored.params, masks), test, mesh=mesh)
+                _savez(snap, {n: np.packbits(c, axis=1) for n, c in corr.items()})
             if not snap.exists():
                 loop = train.LoopConfig(
                     num_steps=int(steps),

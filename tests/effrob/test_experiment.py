@@ -50,14 +50,15 @@ def test_main_resumes_without_retraining(smoke_report):
     assert res["zoo"]["fits"]["dvd"]["single:books"]["r2"] == pytest.approx(
         old["fits"]["dvd"]["single:books"]["r2"]
     )
-    # A run killed after the last checkpoint but before its snapshot was written: the snapshot is
-    # rebuilt from the checkpoint (no training from scratch) and matches the lost one.
-    last = snaps[-1]
-    lost = dict(np.load(last))
-    last.unlink()
-    experiment.run(train.train_and_evaluate, config, workdir)
-    for name, arr in np.load(last).items():
-        np.testing.assert_array_equal(arr, lost[name])
+    # Snapshot files lost after training moved on (the last one: killed before it was written;
+    # an earlier one: deleted) are rebuilt from the checkpoint at exactly their step.
+    by_step = sorted(snaps, key=lambda p: int(p.stem.split("_")[1]))
+    for snap in (by_step[-1], by_step[0]):
+        lost = dict(np.load(snap))
+        snap.unlink()
+        experiment.run(train.train_and_evaluate, config, workdir)
+        for name, arr in np.load(snap).items():
+            np.testing.assert_array_equal(arr, lost[name])
 
 
 def test_csv_task_reads_the_zoo_table(smoke_report, tmp_path):

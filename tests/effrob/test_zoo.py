@@ -63,9 +63,9 @@ def test_summed_loss_gradient_is_each_models_own_gradient():
     l2s = jnp.array([0.0, 0.1, 0.01, 1.0])
     rng = np.random.default_rng(0)
     batch = {
-        "x": rng.normal(size=(n, d)).astype(np.float32),
-        "y": rng.integers(0, 2, n),
-        "w": (rng.random((n, m)) < 0.6).astype(np.float32),
+        "x": jnp.asarray(rng.normal(size=(n, d)), jnp.float32),
+        "y": jnp.asarray(rng.integers(0, 2, n)),
+        "w": jnp.asarray(rng.random((n, m)) < 0.6, jnp.float32),
     }
     loss_fn = _zoo._make_loss(model, masks, l2s)
     grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)

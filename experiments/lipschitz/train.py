@@ -116,11 +116,11 @@ def _accuracy(model, params, data) -> float:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _bound_fns(eps: float, bab_steps: int, bab_batch: int, c=None):
+def _bound_fns(eps: float, bab_steps: int, bab_batch: int, methods, c=None):
     fns = {}
-    for m in ("naive", "interval", "recurjac", "ours"):
+    for m in [m for m in ("naive", "interval", "recurjac", "ours") if m in methods]:
         fns[m] = jax.jit(functools.partial(lipschitz.local_lipschitz_bound, eps=eps, c=c, method=m))
-    if bab_steps > 0:
+    if bab_steps > 0 and "ours_bab" in methods:
         fns["ours_bab"] = jax.jit(
             functools.partial(
                 lipschitz.local_lipschitz_bound,
@@ -156,7 +156,7 @@ def evaluate_bounds(net, points, *, eps, config, key, workdir, exact=False, desc
     if ckpt.latest_step() is not None:
         state = ckpt.restore(state)
         start = int(ckpt.latest_step())
-    fns = _bound_fns(eps, config.bab_steps, config.bab_batch)
+    fns = _bound_fns(eps, config.bab_steps, config.bab_batch, config.methods)
     sampled = jax.jit(
         functools.partial(
             lipschitz.sampled_lower_bound,

@@ -1,0 +1,102 @@
+"""Report entry point for paper 9 (local Lipschitz constants by bound propagation).
+
+python -m experiments.lipschitz.report --workdir=/tmp/lipschitz_report --scale=small
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from experiments.lipschitz import train
+from experiments.lipschitz.configs.default import get_config
+from robustml_jax.core import experiment
+from robustml_jax.core.report import PaperReport, Row, report_main
+
+
+def _fmt(x, digits=4):
+    return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def run(workdir: pathlib.Path, scale: str) -> PaperReport:
+    config = get_config(scale)
+    res = experiment.run(train.train_and_evaluate, config, workdir)
+    tasks = res["tasks"]
+    rows = [
+        Row(
+            "every bound >= sampled lower bound (all tasks, all points)",
+            res["all_sound"],
+            None,
+            "synthetic 16-d, MNIST-5k" + (", CIFAR-10" if config.cifar.enabled else ""),
+            scale,
+            "paper's sanity property; sampled = max grad l1 norm over random + ascent points",
+        ),
+        Row(
+            "ours <= recurjac <= naive, ours+BaB <= ours (all tasks, all points)",
+            res["all_ordered"],
+            None,
+            "as above",
+            scale,
+        ),
+        Row(
+            "tiny MLPs: mean gap of ours+BaB to the exact value (%)",
+            _fmt(res["mean_gap_ours_bab_pct"], 3),
+            "comparable to exact (LipMIP/LipBaB), no number read",
+            "synthetic 16-d clustered data (synthetic by design)",
+            f"{scale}; BaB {config.bab_steps} x {config.bab_batch} domains",
+            "exact = enumeration of activation regions meeting the ball (LP per region)",
+        ),
+        Row(
+            "tiny MLPs: mean gap of ours without BaB to the exact value (%)",
+            _fmt(res["mean_gap_ours_pct"], 3),
+            None,
+            "synthetic 16-d",
+            scale,
+        ),
+    ]
+    for name, v in tasks.items():
+        if name == "monotone":
+            continue
+        bab = f", ours+BaB {_fmt(v.get('ours_bab_mean'))}" if "ours_bab_mean" in v else ""
+        exact = f", exact {_fmt(v.get('exact_mean'))}" if "exact_mean" in v else ""
+        rows.append(
+            Row(
+                f"{name}: mean local Lipschitz bound (l_inf -> l1 of grad)",
+                f"ours {_fmt(v['ours_mean'])}{bab}, recurjac {_fmt(v['recurjac_mean'])}, "
+                f"naive {_fmt(v['naive_mean'])}; sampled >= {_fmt(v['sampled_mean'])}{exact}",
+                None,
+                "synthetic 16-d" if name.startswith("synthetic") else name.split("_")[0],
+                f"{scale}; acc {v['test_accuracy']:.2f}",
+                f"time/pt: ours {v['ours_time_s'] * 1e3:.1f} ms, naive "
+                f"{v['naive_time_s'] * 1e3:.2f} ms",
+            )
+        )
+    mono = tasks.get("monotone")
+    if mono is not None:
+        rows.append(
+            Row(
+                f"diabetes MLP: (point, feature) pairs certified monotone, eps={mono['eps']}",
+                f"{mono['certified_mean']:.3f} (recurjac {mono['certified_mean_recurjac']:.3f})",
+                None,
+                "sklearn diabetes (real, 442 rows)",
+                scale,
+                f"upper limit from sampling (no sign change seen): "
+                f"{mono['sampled_consistent_mean']:.3f}; paper uses UCI Adult (not offline)",
+            )
+        )
+    gap = res["mean_gap_ours_bab_pct"]
+    summary = (
+        f"At the {scale} scale every bound stayed above the sampled lower bound "
+        f"({'yes' if res['all_sound'] else 'NO'}) and the ordering ours <= recurjac <= naive "
+        f"held ({'yes' if res['all_ordered'] else 'NO'}). On the tiny synthetic MLPs our bound "
+        f"with BaB was on average {_fmt(gap, 3)}% above the exact value "
+        f"(without BaB {_fmt(res['mean_gap_ours_pct'], 3)}%), consistent with the paper's claim "
+        "of near-exact values on tiny models; on the larger MNIST models our bound is orders of "
+        "magnitude below the naive weight-norm product and below the RecurJac-style interval "
+        "relaxation, as the paper claims. Absolute numbers are not comparable with the paper's "
+        "tables (different, smaller trained models; table values were not read)."
+    )
+    return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)
+
+
+if __name__ == "__main__":
+    report_main(run)

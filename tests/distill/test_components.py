@@ -9,6 +9,7 @@ import pytest
 from robustml_jax.distill import (
     accuracy,
     fit_preprocessor,
+    load_split,
     load_trajectories,
     real_subset,
     soft_label_assignment,
@@ -191,3 +192,21 @@ def test_real_subset():
     assert len(set(idx.tolist())) == 12
     with pytest.raises(ValueError, match="fewer than 6"):
         real_subset(jax.random.key(0), labels, 6, 4)
+
+
+@pytest.mark.parametrize("name, size", [("cifar100", 32), ("imagenet64", 64)])
+def test_full_config_datasets_through_tfds_mock_data(name, size):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=6):
+        d = load_split(name, "test")
+    chex.assert_shape(d["image"], (6, size, size, 3))
+    assert d["image"].dtype == np.uint8 and d["label"].dtype == np.int32
+
+
+def test_tfds_only_dataset_missing_is_a_clear_error(tmp_path, monkeypatch):
+    from robustml_jax.core.datasets import DatasetNotFoundError
+
+    pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="cifar100"):
+        load_split("cifar100", "train")

@@ -11,6 +11,7 @@ Shapes: M = models, N = examples (all sets), B = chunk, C = classes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,8 +32,9 @@ def stack_params(params: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *params)
 
 
-def _predict_fn(apply_fn: Callable[[Any, jax.Array], jax.Array]):
-    """apply_fn(params_m, x [B, ...]) -> logits [B, C] (or [B] for one binary logit)."""
+@functools.lru_cache(maxsize=32)
+def _compiled(apply_fn: Callable[[Any, jax.Array], jax.Array]):
+    """The jitted scan for one ``apply_fn`` (cached, so repeated calls do not recompile)."""
 
     def predict(stacked, x):
         logits = jax.vmap(apply_fn, in_axes=(0, None))(stacked, x)
@@ -40,7 +42,14 @@ def _predict_fn(apply_fn: Callable[[Any, jax.Array], jax.Array]):
             return (logits > 0).astype(jnp.int32)
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
-    return predict
+    @jax.jit
+    def run(stacked, x, y):
+        def body(xy):
+            return predict(stacked, xy[0]) == xy[1][None, :]
+
+        return jax.lax.map(body, (x, y))  # [S, M, B]
+
+    return run
 
 
 def batched_correct(
@@ -48,7 +57,7 @@ def batched_correct(
     stacked_params: Any,
     test_sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
     *,
-    chunk: int = 512,
+    chunk: int = 2048,
     mesh: Mesh | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-example correctness of every model on every test set.
@@ -65,25 +74,22 @@ def batched_correct(
       {name: bool [M, N_s]}.
     """
     names = list(test_sets)
-    xs = [np.asarray(test_sets[n][0]) for n in names]
-    ys = [np.asarray(test_sets[n][1]).astype(np.int32) for n in names]
-    sizes = [len(y) for y in ys]
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    n = len(y)
+    sizes = [len(test_sets[nm][1]) for nm in names]
+    n = sum(sizes)
     chunk = max(1, min(chunk, n))
-    pad = (-n) % chunk
-    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    y = np.concatenate([y, np.zeros((pad,), y.dtype)])
-    x = x.reshape(-1, chunk, *x.shape[1:])
-    y = y.reshape(-1, chunk)
-    predict = _predict_fn(apply_fn)
-
-    @jax.jit
-    def run(stacked, x, y):
-        def body(xy):
-            return predict(stacked, xy[0]) == xy[1][None, :]
-
-        return jax.lax.map(body, (x, y))  # [S, M, B]
+    num_chunks = -(-n // chunk)
+    # One host copy: every set written into a zero-padded [S * B, ...] buffer.
+    first = np.asarray(test_sets[names[0]][0])
+    x = np.zeros((num_chunks * chunk, *first.shape[1:]), first.dtype)
+    y = np.zeros((num_chunks * chunk,), np.int32)
+    start = 0
+    for nm, size in zip(names, sizes, strict=True):
+        x[start : start + size] = test_sets[nm][0]
+        y[start : start + size] = test_sets[nm][1]
+        start += size
+    x = x.reshape(num_chunks, chunk, *x.shape[1:])
+    y = y.reshape(num_chunks, chunk)
+    run = _compiled(apply_fn)
 
     mesh = mesh if mesh is not None else sharding.data_mesh()
     num_models = jax.tree.leaves(stacked_params)[0].shape[0]

@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture
 def x64():
     """Enables float64 inside one test (never at module level)."""
-    with jax.experimental.enable_x64():
+    with jax.enable_x64(True):
         yield
 
 

@@ -13,22 +13,6 @@ from robustml_jax import xmc
 from robustml_jax.xmc import _tree
 
 
-@pytest.fixture(scope="module")
-def problem():
-    d = xmc.synthetic_xmc(
-        jax.random.key(1), 600, 150, 400, 48, nnz_per_row=12, labels_per_row=2.0, power=0.7
-    )
-    return d["train"]["X"], d["train"]["Y"], d["test"]["X"], d["test"]["Y"]
-
-
-@pytest.fixture(scope="module")
-def model(problem):
-    X, Y, _, _ = problem
-    return xmc.fit_tree_model(
-        X, Y, key=jax.random.key(0), max_leaf_size=6, newton_iters=4, cg_iters=8
-    )
-
-
 def test_balanced_kmeans_sizes_and_separation():
     # Two well separated groups of directions, 9 labels each (plus one odd label).
     rng = np.random.default_rng(0)

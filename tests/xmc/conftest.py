@@ -1,0 +1,48 @@
+"""Shared fixtures: one small synthetic problem and one trained ensemble for the whole folder
+(compilation dominates these tests, so every test reuses the same shapes)."""
+
+from __future__ import annotations
+
+import jax
+import pytest
+
+from robustml_jax import xmc
+
+
+@pytest.fixture
+def x64():
+    """float64 inside one test (tests/conftest.py's fixture uses the removed
+    ``jax.experimental.enable_x64``)."""
+    with jax.enable_x64(True):
+        yield
+
+
+@pytest.fixture(scope="session")
+def problem():
+    d = xmc.synthetic_xmc(
+        jax.random.key(1), 600, 150, 400, 48, nnz_per_row=12, labels_per_row=2.0, power=0.7
+    )
+    return d["train"]["X"], d["train"]["Y"], d["test"]["X"], d["test"]["Y"]
+
+
+@pytest.fixture(scope="session")
+def members(problem):
+    """Three members (seeds 0, 1, 2; the third on a bootstrap sample): 8 leaf clusters of 6."""
+    X, Y, _, _ = problem
+    return [
+        xmc.fit_member(
+            X,
+            Y,
+            key=jax.random.fold_in(jax.random.key(0), m),
+            bootstrap=m == 2,
+            max_leaf_size=6,
+            newton_iters=3,
+            cg_iters=6,
+        )
+        for m in range(3)
+    ]
+
+
+@pytest.fixture(scope="session")
+def model(members):
+    return members[0]

@@ -14,6 +14,7 @@ from robustml_jax.lipschitz._bounds import (
     gradient_bounds,
     local_lipschitz_bound,
     naive_bound,
+    partial_derivative_bound,
     preactivation_bounds,
 )
 from robustml_jax.lipschitz._network import (
@@ -44,6 +45,7 @@ __all__ = [
     "gradient_norm",
     "local_lipschitz_bound",
     "naive_bound",
+    "partial_derivative_bound",
     "preactivation_bounds",
     "sampled_lower_bound",
 ]

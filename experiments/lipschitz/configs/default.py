@@ -76,7 +76,14 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         }
     )
     c.monotone = ml_collections.ConfigDict(
-        {"enabled": True, "hidden": (32, 32), "eps": 0.1, "num_points": 89, "samples": 64}
+        {
+            "enabled": True,
+            "hidden": (32, 32),
+            "eps": 0.1,
+            "num_points": 89,
+            "samples": 64,
+            "bab_steps": 10,
+        }
     )
     if arg == "smoke":
         c.progress = False
@@ -94,6 +101,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.mnist.enabled = False
         c.monotone.num_points = 8
         c.monotone.hidden = (8,)
+        c.monotone.bab_steps = 2
     elif arg == "small":
         pass
     elif arg == "full":
@@ -114,6 +122,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.mnist.cnn_bab_steps = 5
         c.cifar.enabled = True
         c.cifar.num_points = 20
+        c.monotone.bab_steps = 50
+        c.monotone.samples = 512
     else:
         raise unknown_config(arg)
     return c

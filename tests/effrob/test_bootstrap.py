@@ -78,8 +78,8 @@ def test_accuracy_bootstrap_binomial_mean_and_variance():
 
 
 def test_confidence_interval_contains_point_estimate():
-    *ids, ood = _correct(4, m=20)
-    res = effrob.bootstrap_from_correct(jax.random.key(5), ids, ood, num_samples=200)
+    *ids, ood = _correct(4)  # same shapes and sample count as below: one compile
+    res = effrob.bootstrap_from_correct(jax.random.key(5), ids, ood, num_samples=100)
     id_acc = np.stack([c.mean(1) for c in ids], 1)
     fit = effrob.fit_effective_robustness(id_acc, ood.mean(1))
     lo, hi = effrob.confidence_interval(res.coef)
@@ -91,8 +91,8 @@ def test_confidence_interval_contains_point_estimate():
 
 def test_same_key_same_samples_and_bad_shapes():
     *ids, ood = _correct(6)
-    a = effrob.bootstrap_from_correct(jax.random.key(7), ids, ood, num_samples=10)
-    b = effrob.bootstrap_from_correct(jax.random.key(7), ids, ood, num_samples=10)
+    a = effrob.bootstrap_from_correct(jax.random.key(7), ids, ood, num_samples=100)
+    b = effrob.bootstrap_from_correct(jax.random.key(7), ids, ood, num_samples=100)
     chex.assert_trees_all_close(a, b)
     with pytest.raises(ValueError, match=r"must be \[M=5, N\]"):
         effrob.bootstrap_from_correct(jax.random.key(0), [ids[0][:5]], ood, num_samples=2)

@@ -101,8 +101,7 @@ def test_analysis_bootstrap_intervals_bracket_point_values():
         id_sets=[(0, 1)],
         key=jax.random.key(0),
         num_bootstrap=100,
-        sizes={"id1": 1000, "id2": 1000, "ood": 1000},
-    )
+    )  # models resampled only; binomial example resampling is tested in test_bootstrap
     f = a["fits"]["ood"]["multi:id1+id2"]
     lo, hi = f["r2_ci"]
     assert 0 < lo < hi <= 1 and lo <= f["r2"] + 0.02

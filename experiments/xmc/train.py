@@ -225,7 +225,8 @@ def _plots(name: str, res: dict, workdir: pathlib.Path) -> list[str]:
     ax[0].bar(x + 0.2, [res["ensemble"][k] for k in ks], 0.4, label=f"ensemble (M={res['M']})")
     ax[0].set_xticks(x, ks)
     ax[0].set_title(f"{name}: precision")
-    ax[0].legend()
+    ax[0].set_ylim(0, 1.3 * max(res["ensemble"][k] for k in ks))
+    ax[0].legend(loc="upper right", fontsize=8)
     if "approx" in res and res["approx"]["beams"]:
         beams = sorted(res["approx"]["beams"], key=int)
         b = [int(v) for v in beams]

@@ -28,7 +28,6 @@ def test_smoke_main_end_to_end(smoke_run):
     assert b["single"]["P@1"] > 30  # far above chance on 159 labels
     assert all(v["bound_violations"] == 0 for v in b["approx"]["beams"].values())
     assert 0 < b["miscls"]["single_model"]["one_minus_score"]["auroc"] <= 1
-    assert b["ood"]["num_ood"] > 0 and 0 < b["ood"]["ensemble"]["cat_total"]["auroc"] <= 1
     for p in res["plots"]:
         assert (workdir / p).stat().st_size > 0
     assert len(list((workdir / "bibtex" / "members").glob("member_*/meta.json"))) == 2

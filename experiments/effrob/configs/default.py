@@ -91,6 +91,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
 
     if arg == "smoke":
         c.num_bootstrap = 0  # bootstrap intervals are covered by the unit tests
+        c.openclip.ood_columns = "ImageNet v2,ObjectNet"
+        c.cifar10_1.ood_splits = "v6"
         c.progress = False
         z.hash_dim = 512
         z.id_test_size = 300

@@ -273,7 +273,6 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps
             eff = jnp.where(free & (d_active < -1e-6), 1, eff)
             eff = jnp.where(free & (d_inactive < -1e-6) & (eff == 0), -1, eff).astype(split.dtype)
         lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, eff, forward)
-    lowers = [jnp.where(empty, jnp.inf, lo) for lo in lowers]  # marks the domain infeasible
     return lowers, uppers, eff, empty
 
 
@@ -389,9 +388,9 @@ def _status(lowers, uppers, split, net):
 
 def _forward_part(net, x0, eps, split, forward):
     """Forward bounds and neuron status of one domain (shared by every output direction)."""
-    lowers, uppers, split, _ = _domain_box_bounds(net, x0, eps, split, forward)
+    lowers, uppers, split, empty = _domain_box_bounds(net, x0, eps, split, forward)
     status = _status(lowers, uppers, split, net)
-    infeasible = jnp.zeros((), bool)
+    infeasible = empty
     for lo, up in zip(lowers, uppers, strict=True):
         infeasible = infeasible | jnp.any(lo > up + 1e-6 * (1.0 + jnp.abs(lo)))
     return lowers, uppers, status, infeasible

@@ -142,6 +142,13 @@ def fit_effective_robustness(
             raise ValueError(
                 f"fewer models ({m}) than parameters to fit ({k + 1} = {k} slope(s) + intercept)"
             )
+        if weights is not None and not _transforms._is_traced(weights):
+            w = np.asarray(weights, np.float64)
+            if w.shape != (m,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise ValueError(
+                    f"weights must be {m} finite non-negative numbers with a positive sum, "
+                    f"got shape {w.shape}"
+                )
     dtype = jnp.result_type(id_acc.dtype, ood_acc.dtype, jnp.float32)
     id_acc, ood_acc = id_acc.astype(dtype), ood_acc.astype(dtype)
     w = jnp.ones_like(ood_acc) if weights is None else jnp.asarray(weights, dtype)

@@ -140,6 +140,10 @@ def test_unknown_transform_and_k_mismatch():
     id_acc, ood_acc = _random_table(2, 10, 2)
     with pytest.raises(ValueError, match="unknown transform"):
         effrob.fit_effective_robustness(id_acc, ood_acc, transform="arcsin")
+    with pytest.raises(ValueError, match="non-negative"):
+        effrob.fit_effective_robustness(id_acc, ood_acc, weights=-np.ones(10))
+    with pytest.raises(ValueError, match="weights must be 10"):
+        effrob.fit_effective_robustness(id_acc, ood_acc, weights=np.ones(9))
     fit = effrob.fit_effective_robustness(id_acc, ood_acc)
     with pytest.raises(ValueError, match="2 ID test set"):
         fit.predict(id_acc[:, :1])

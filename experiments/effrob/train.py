@@ -128,7 +128,7 @@ def claim_summary(analysis: dict[str, Any], table: AccuracyTable) -> dict[str, A
     return out
 
 
-def _analyze(config, table, workdir, key, *, correct=None, sizes=None, id_sets=None):
+def _analyze(config, table, workdir, key, *, tag, correct=None, sizes=None, id_sets=None):
     analysis = analyze_table(
         table,
         id_sets=id_sets,
@@ -138,7 +138,7 @@ def _analyze(config, table, workdir, key, *, correct=None, sizes=None, id_sets=N
         correct=correct,
         sizes=sizes,
     )
-    plots = write_analysis(workdir, table, analysis, tag="fit")
+    plots = write_analysis(workdir, table, analysis, tag=tag)
     return analysis, [str(p) for p in plots]
 
 
@@ -168,7 +168,7 @@ def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) ->
     else:
         raise ValueError(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
     table_to_csv(table, workdir / "accuracies.csv")
-    analysis, plots = _analyze(config, table, workdir, key, correct=correct, sizes=sizes)
+    analysis, plots = _analyze(config, table, workdir, key, tag=task, correct=correct, sizes=sizes)
     out: dict[str, Any] = {
         "num_models": table.num_models,
         "groups": {g: int(sum(x == g for x in table.groups)) for g in table.group_names()},

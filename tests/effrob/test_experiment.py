@@ -46,7 +46,7 @@ def test_main_resumes_without_retraining(smoke_report):
     config.tasks = "zoo"
     res = experiment.run(train.train_and_evaluate, config, workdir)
     assert {p: p.stat().st_mtime_ns for p in snaps} == before
-    old = json.loads((workdir / "zoo" / "fit_fits.json").read_text())
+    old = json.loads((workdir / "zoo" / "zoo_fits.json").read_text())
     assert res["zoo"]["fits"]["dvd"]["single:books"]["r2"] == pytest.approx(
         old["fits"]["dvd"]["single:books"]["r2"]
     )
@@ -75,7 +75,7 @@ def test_csv_task_reads_the_zoo_table(smoke_report, tmp_path):
     zoo = json.loads((workdir / "results.json").read_text())["zoo"]
     got = res["csv"]["fits"]["dvd"]["multi:books+kitchen"]
     assert got["r2"] == pytest.approx(zoo["fits"]["dvd"]["multi:books+kitchen"]["r2"], abs=1e-4)
-    assert pathlib.Path(tmp_path / "csv" / "fit_dvd.png").is_file()
+    assert pathlib.Path(tmp_path / "csv" / "csv_dvd.png").is_file()
     config.csv.ood_columns = "nope"
     with pytest.raises(ValueError, match="missing column"):
         experiment.run(train.train_and_evaluate, config, tmp_path / "bad")

@@ -14,13 +14,16 @@ from robustml_jax.core import experiment
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """One smoke run through the report entry point, which runs the main's
+    ``experiment.run(train_and_evaluate, config, workdir)`` in-process."""
     workdir = tmp_path_factory.mktemp("distill_smoke")
-    return workdir, experiment.run(train_and_evaluate, get_config("smoke"), workdir)
+    rep = report.run(workdir, "smoke")
+    return workdir, json.loads((workdir / "results.json").read_text()), rep
 
 
 def test_smoke_main_end_to_end(smoke_run):
-    workdir, res = smoke_run
-    on_disk = json.loads((workdir / "results.json").read_text())
+    workdir, on_disk, _ = smoke_run
+    res = on_disk
     assert on_disk["iterations"] == get_config("smoke").iterations
     for k in ("syn_acc_mean", "random_real_acc_mean", "full_data_acc_mean"):
         assert 0.0 <= on_disk[k] <= 1.0
@@ -40,7 +43,7 @@ def test_smoke_main_end_to_end(smoke_run):
 def test_killed_distillation_resumes_identically(smoke_run, tmp_path):
     """Stopping after 2 of 4 iterations (checkpoint at 2) and re-running gives the same images
     and the same loss log as the uninterrupted run."""
-    workdir, _ = smoke_run
+    workdir, _, _ = smoke_run
     config = get_config("smoke")
     config.expert_dir = str(workdir / "experts")
     config.iterations = 2  # "killed" right after the checkpoint at iteration 2
@@ -58,13 +61,12 @@ def test_killed_distillation_resumes_identically(smoke_run, tmp_path):
     assert losses(tmp_path) == losses(workdir)
 
 
-def test_report_smoke(tmp_path):
-    rep = report.run(tmp_path, "smoke")
+def test_report_smoke(smoke_run):
+    workdir, res, rep = smoke_run
     assert len(rep.rows) >= 4
     assert rep.rows[0].metric.startswith("mnist_5k IPC1 distilled")
-    res = json.loads((tmp_path / "results.json").read_text())
     assert rep.rows[0].ours.startswith(f"{100 * res['syn_acc_mean']:.1f}")
-    assert all((tmp_path / p).exists() for p in rep.plots)
+    assert all((workdir / p).exists() for p in rep.plots)
     assert "random real" in rep.summary
 
 

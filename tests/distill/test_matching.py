@@ -253,7 +253,14 @@ def test_tesla_gradient_for_start_and_target_params(x64):
     chex.assert_tree_all_finite(jax.grad(f)(start, target, "tesla"))
 
 
-def test_modes_with_dsa_augmentation():
+def _cutout_flip(key, x):
+    return dsa_augment(key, x, strategy="cutout_flip")
+
+
+@pytest.mark.parametrize(
+    "augment_fn", [_cutout_flip, pytest.param(dsa_augment, marks=pytest.mark.slow)]
+)
+def test_modes_with_dsa_augmentation(augment_fn):
     """With DSA in the student's steps: all modes agree for N = 1, and give finite nonzero
     gradients for N > 1 (the same key gives the same augmentations in every mode)."""
     _, y, start, _, key = make_problem()
@@ -266,12 +273,12 @@ def test_modes_with_dsa_augmentation():
     tgt = jax.tree.map(lambda a: a * 1.1, params)
     lr = jnp.float32(0.2)
     one = {
-        m: grads(m, x, y, lr, params, tgt, key, 1, augment_fn=dsa_augment)[1]
+        m: grads(m, x, y, lr, params, tgt, key, 1, augment_fn=augment_fn)[1]
         for m in ("unrolled", "remat", "tesla")
     }
     chex.assert_trees_all_close(one["remat"], one["unrolled"], rtol=1e-4, atol=1e-7)
     chex.assert_trees_all_close(one["tesla"], one["unrolled"], rtol=1e-4, atol=1e-7)
-    g3 = grads("tesla", x, y, lr, params, tgt, key, 3, augment_fn=dsa_augment)[1]
+    g3 = grads("tesla", x, y, lr, params, tgt, key, 3, augment_fn=augment_fn)[1]
     chex.assert_tree_all_finite(g3)
     assert float(jnp.abs(g3[0]).sum()) > 0
 

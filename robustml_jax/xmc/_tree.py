@@ -119,14 +119,19 @@ def pifa_embeddings(X: sp.csr_matrix, Y: sp.csr_matrix) -> sp.csr_matrix:
     return _data.l2_normalize_rows(sp.csr_matrix(Yn.T @ X))
 
 
-@functools.partial(jax.jit, static_argnames=("num_nodes", "num_labels", "dim", "iters"))
-def _split_depth(key, node, zr, zc, zv, *, num_nodes, num_labels, dim, iters):
+@functools.partial(jax.jit, static_argnames=("num_nodes", "num_keys", "num_labels", "iters"))
+def _split_depth(key, node, zr, zv, kid, key_node, *, num_nodes, num_keys, num_labels, iters):
     """Splits every node at one binary depth into two balanced halves by spherical 2-means.
+
+    Centroids are never dense: a node's centroid only matters on the features of its own
+    labels, so both halves' sums are kept per (node, feature) key (``kid``), O(nnz(Z)) memory.
 
     Args:
       key: PRNG key for the initial centroids (two distinct random labels per node).
       node: int32 [L] node of each label at this depth, in [0, num_nodes).
-      zr, zc, zv: [nnz(Z)] row, column and value of the (row-normalised) embeddings.
+      zr, zv: [nnz(Z)] row and value of the (row-normalised) embeddings' non-zeros.
+      kid: int32 [nnz(Z)] (node, feature) key of each non-zero, in [0, num_keys).
+      key_node: int32 [num_keys] node of each key.
 
     Returns:
       int32 [L]: which half (0 or 1) each label goes to.
@@ -142,27 +147,26 @@ def _split_depth(key, node, zr, zc, zv, *, num_nodes, num_labels, dim, iters):
         half = (pos >= n_left[node[order]]).astype(jnp.int32)
         return jnp.zeros(n, jnp.int32).at[order].set(half)
 
-    def centroids(side, weight):
-        c = jnp.zeros((2 * num_nodes, dim), jnp.float32)
-        c = c.at[2 * node[zr] + side[zr], zc].add(zv * weight[zr])
-        return c / jnp.maximum(jnp.linalg.norm(c, axis=1, keepdims=True), 1e-12)
+    def score_of(w0, w1):
+        # w0, w1: [L] weight of each label in half 0 / 1 (0 or 1).
+        s0 = jax.ops.segment_sum(zv * w0[zr], kid, num_keys)
+        s1 = jax.ops.segment_sum(zv * w1[zr], kid, num_keys)
+        n0 = jnp.sqrt(jax.ops.segment_sum(s0 * s0, key_node, num_nodes))
+        n1 = jnp.sqrt(jax.ops.segment_sum(s1 * s1, key_node, num_nodes))
+        diff = s0 / jnp.maximum(n0, 1e-12)[key_node] - s1 / jnp.maximum(n1, 1e-12)[key_node]
+        return jax.ops.segment_sum(zv * diff[kid], zr, n, indices_are_sorted=True)
 
     # Initial centroids: the first two labels of each node in a random order.
     u = jax.random.uniform(key, (n,))
     order = jnp.lexsort((u, node))
     pos = jnp.zeros(n, jnp.int32).at[order].set(jnp.arange(n) - start[node[order]])
-    role = jnp.where(pos < 2, pos, 0)
-    c = centroids(role, (pos < 2).astype(jnp.float32))
+    score = score_of((pos == 0).astype(jnp.float32), (pos == 1).astype(jnp.float32))
 
-    def score_of(c):
-        diff = c[0::2] - c[1::2]
-        return jax.ops.segment_sum(zv * diff[node[zr], zc], zr, n, indices_are_sorted=True)
+    def body(_, score):
+        half = assign_by(score).astype(jnp.float32)
+        return score_of(1.0 - half, half)
 
-    def body(_, c):
-        return centroids(assign_by(score_of(c)), jnp.ones(n, jnp.float32))
-
-    c = jax.lax.fori_loop(0, iters, body, c)
-    return assign_by(score_of(c))
+    return assign_by(jax.lax.fori_loop(0, iters, body, score))
 
 
 def balanced_kmeans(key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int = 20) -> np.ndarray:
@@ -182,26 +186,31 @@ def balanced_kmeans(key: jax.Array, Z: sp.csr_matrix, depth: int, *, iters: int 
     num_labels, dim = Z.shape
     if 2**depth > num_labels:
         raise ValueError(f"depth {depth} needs at least {2**depth} labels, got {num_labels}")
-    zr = jnp.asarray(np.repeat(np.arange(num_labels), np.diff(Z.indptr)).astype(np.int32))
-    zc, zv = jnp.asarray(Z.indices.astype(np.int32)), jnp.asarray(Z.data)
-    node = jnp.zeros(num_labels, jnp.int32)
-    # One compiled split for all depths (nodes padded to the deepest count) unless the padded
-    # centroid table would be large.
-    pad_nodes = 2 ** (depth - 1) if 2**depth * dim <= _DENSE_LIMIT else 0
+    rows = np.repeat(np.arange(num_labels), np.diff(Z.indptr))
+    zr, zv = jnp.asarray(rows.astype(np.int32)), jnp.asarray(Z.data)
+    cols = Z.indices.astype(np.int64)
+    # Keys and nodes padded to fixed sizes so that every depth shares one compilation.
+    num_keys = _bucket(max(Z.nnz, 1))
+    num_nodes = 2 ** max(depth - 1, 0)
+    node = np.zeros(num_labels, np.int64)
     for t in range(depth):
+        ukey, kid = np.unique(node[rows] * dim + cols, return_inverse=True)
+        key_node = np.zeros(num_keys, np.int32)
+        key_node[: len(ukey)] = ukey // dim
         half = _split_depth(
             jax.random.fold_in(key, t),
-            node,
+            jnp.asarray(node.astype(np.int32)),
             zr,
-            zc,
             zv,
-            num_nodes=pad_nodes or 2**t,
+            jnp.asarray(kid.astype(np.int32)),
+            jnp.asarray(key_node),
+            num_nodes=num_nodes,
+            num_keys=num_keys,
             num_labels=num_labels,
-            dim=dim,
             iters=iters,
         )
-        node = 2 * node + half
-    return np.asarray(node)
+        node = 2 * node + np.asarray(half)
+    return node.astype(np.int32)
 
 
 def _level_depths(depth: int, nr_splits: int) -> list[int]:

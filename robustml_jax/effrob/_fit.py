@@ -15,6 +15,8 @@ Shapes: M = models, K = ID test sets, P = K + 1 fitted parameters.
 
 from __future__ import annotations
 
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -89,6 +91,7 @@ def weighted_lstsq(x: jax.Array, y: jax.Array, w: jax.Array) -> jax.Array:
     return beta
 
 
+@functools.partial(jax.jit, static_argnames="transform")
 def _fit_core(id_acc, ood_acc, w, transform: str) -> EffRobFit:
     x = _transforms.forward(id_acc, transform)
     y = _transforms.forward(ood_acc, transform)

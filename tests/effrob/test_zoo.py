@@ -68,7 +68,7 @@ def test_summed_loss_gradient_is_each_models_own_gradient():
         "w": jnp.asarray(rng.random((n, m)) < 0.6, jnp.float32),
     }
     loss_fn = _zoo._make_loss(model, masks, l2s)
-    grads = jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)
+    grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, None)[0]))(params)
 
     @jax.jit
     def alone_grad(p, i):

@@ -99,7 +99,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         f"reaches {100 * res['syn_acc_mean']:.1f}% test accuracy against "
         f"{100 * res['random_real_acc_mean']:.1f}% for the random real images it started from "
         f"({gain:+.1f} points) and {100 * res['full_data_acc_mean']:.1f}% for the experts "
-        "trained on the full set. "
+        f"trained on {n_train} training images for {config.expert_train_epochs} epochs. "
         + (
             f"The paper's {paper}% needs ConvNet-128, 100 experts x 50 epochs and thousands of "
             "iterations on a GPU; this run is orders of magnitude smaller, so only the direction "

@@ -110,7 +110,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.lr_img = 1000.0
         c.lr_lr = 1e-7
         c.iterations = 40
-        c.eval_epochs = 200
+        c.eval_models = 2
+        c.eval_epochs = 150
     elif arg in ("cpu_ipc10", "cpu_ipc1"):
         # The longest runs the shared 2-core CPU afforded in this session (see NOTES.md); both
         # share the experts through --config.expert_dir.

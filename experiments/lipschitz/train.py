@@ -412,6 +412,7 @@ def run_monotone(config, workdir: pathlib.Path, key) -> dict:
     # BaB on the pairs that sampling says could be monotone but the plain bound does not certify.
     cert_bab = cert.copy()
     todo = np.argwhere(consistent & ~cert)
+    todo = todo[todo[:, 0] < mc.bab_points]  # BaB budget: the first bab_points test points
     if mc.bab_steps > 0 and len(todo):
         signs = np.where(g.min(1) >= 0, 1.0, -1.0)[todo[:, 0], todo[:, 1]]
         bab = jax.jit(
@@ -433,6 +434,7 @@ def run_monotone(config, workdir: pathlib.Path, key) -> dict:
             "certified_frac_bab": cert_bab.mean(0).tolist(),
             "certified_mean_bab": float(cert_bab.mean()),
             "bab_steps": mc.bab_steps,
+            "bab_points": min(mc.bab_points, len(pts)),
             "sampled_consistent_frac": consistent.mean(0).tolist(),
             "certified_mean": float(cert.mean()),
             "certified_mean_recurjac": float(cert_rj.mean()),

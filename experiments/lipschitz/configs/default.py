@@ -1,6 +1,7 @@
 """Paper 9: local Lipschitz constants by bound propagation on the Clarke Jacobian, with BaB.
 
-Launch (CPU; `small` takes about 3 minutes on 2 cores, `smoke` under a minute)::
+Launch (CPU; `small` needs about 4 minutes of CPU time on 2 cores, `smoke` about 40 s; both
+took 3-5x longer in wall time on the shared development machine)::
 
     python -m experiments.lipschitz.main \
       --config=experiments/lipschitz/configs/default.py:small --workdir=/tmp/lipschitz
@@ -82,7 +83,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
             "eps": 0.1,
             "num_points": 89,
             "samples": 64,
-            "bab_steps": 10,
+            "bab_steps": 5,
+            "bab_points": 30,
         }
     )
     if arg == "smoke":
@@ -123,6 +125,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
         c.cifar.enabled = True
         c.cifar.num_points = 20
         c.monotone.bab_steps = 50
+        c.monotone.bab_points = 10_000
         c.monotone.samples = 512
     else:
         raise unknown_config(arg)

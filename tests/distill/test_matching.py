@@ -21,12 +21,6 @@ from robustml_jax.distill import (
 S, C, H = 6, 3, 5  # synthetic examples, classes, hidden units of the tiny MLP
 
 
-@pytest.fixture
-def x64():
-    with jax.enable_x64(True):
-        yield
-
-
 def mlp_apply(params, x):
     h = jnp.tanh(x.reshape(x.shape[0], -1) @ params["w1"] + params["b1"])
     return h @ params["w2"]

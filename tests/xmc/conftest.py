@@ -9,14 +9,6 @@ import pytest
 from robustml_jax import xmc
 
 
-@pytest.fixture
-def x64():
-    """float64 inside one test (tests/conftest.py's fixture uses the removed
-    ``jax.experimental.enable_x64``)."""
-    with jax.enable_x64(True):
-        yield
-
-
 @pytest.fixture(scope="session")
 def problem():
     d = xmc.synthetic_xmc(

@@ -1,7 +1,7 @@
 """Runs every benchmark module in benchmarks/ (each writes JSON into benchmarks/results/).
 
-    python -m benchmarks.run_all            # all
-    python -m benchmarks.run_all distill    # only modules whose name starts with 'distill'
+python -m benchmarks.run_all            # all
+python -m benchmarks.run_all distill    # only modules whose name starts with 'distill'
 """
 
 from __future__ import annotations

@@ -4,21 +4,12 @@
       --config=experiments/xmc/configs/default.py:small --workdir=/tmp/xmc
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import app
 
 from experiments.xmc import train
 from robustml_jax.core import experiment
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Folder for models, plots and results.")
-flags.mark_flags_as_required(["config", "workdir"])
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    experiment.run(train.train_and_evaluate, _CONFIG.value, _WORKDIR.value)
+main = experiment.define_main(train.train_and_evaluate)
 
 
 if __name__ == "__main__":

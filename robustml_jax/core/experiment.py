@@ -22,7 +22,7 @@ from absl import logging
 from robustml_jax.core import distributed
 from robustml_jax.core.results import atomic_write_text, write_results
 
-__all__ = ["CONFIG_NAMES", "get_config", "run", "unknown_config"]
+__all__ = ["CONFIG_NAMES", "define_main", "get_config", "run", "unknown_config"]
 
 CONFIG_NAMES = ("smoke", "small", "full")
 
@@ -45,6 +45,32 @@ class _QuietOrbax(pylogging.Filter):
 
     def filter(self, record: pylogging.LogRecord) -> bool:
         return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
+def define_main(
+    train_and_evaluate: Callable[..., Mapping[str, Any]],
+) -> Callable[[list[str]], None]:
+    """Defines ``--config`` / ``--workdir`` and returns the ``main(argv)`` to give ``app.run``.
+
+    Call it once, at the top level of an experiment's ``main.py``::
+
+        main = experiment.define_main(train.train_and_evaluate)
+        if __name__ == "__main__":
+            app.run(main)
+    """
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+    workdir = flags.DEFINE_string("workdir", None, "Folder for checkpoints, metrics and results.")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        run(train_and_evaluate, config.value, workdir.value)
+
+    return main
 
 
 def run(

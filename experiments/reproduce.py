@@ -3,6 +3,7 @@
     python -m experiments.reproduce                  # CPU scale (small configs), < 30 min
     python -m experiments.reproduce --scale=full     # the GPU/TPU configs
     python -m experiments.reproduce --only=effrob,lipschitz
+    python -m experiments.reproduce --resume         # finish an interrupted run
 
 Each paper runs in its own subprocess and workdir (``reports/workdirs/<paper>``) through
 ``python -m experiments.<paper>.report``, so a crash in one is reported in its row and loses
@@ -32,6 +33,9 @@ _SCALE = flags.DEFINE_enum("scale", "small", ["smoke", "small", "full"], "Config
 _ONLY = flags.DEFINE_list("only", [], "Run only these papers (folder names); others keep old rows.")
 _OUT = flags.DEFINE_string("out", "reports", "Report folder (REPORT.md, figures/, workdirs/).")
 _TIMEOUT = flags.DEFINE_integer("timeout", 1500, "Per-paper time limit in seconds.")
+_RESUME = flags.DEFINE_bool(
+    "resume", False, "Keep each paper's workdir and resume it (default: start every paper afresh)."
+)
 
 
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -68,6 +72,8 @@ PAPERS = (
 
 def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
     workdir = out / "workdirs" / p.folder
+    if not _RESUME.value:
+        shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "report.json").unlink(missing_ok=True)
     cmd = [

@@ -48,11 +48,9 @@ def test_convnet_shapes():
         MODEL.init(jax.random.key(0), jnp.zeros((6, 6, 1)))
 
 
-@pytest.fixture(scope="module")
-def experts(tmp_path_factory):
-    d = tmp_path_factory.mktemp("experts")
+def _train_toy_experts(d):
     x, y = _toy()
-    metrics = train_experts(
+    return train_experts(
         d,
         jax.random.key(0),
         {"image": x, "label": y},
@@ -65,7 +63,12 @@ def experts(tmp_path_factory):
         num_classes=3,
         progress=False,
     )
-    return d, metrics
+
+
+@pytest.fixture(scope="module")
+def experts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("experts")
+    return d, _train_toy_experts(d)
 
 
 def test_experts_save_every_epoch_and_resume(experts):
@@ -76,20 +79,7 @@ def test_experts_save_every_epoch_and_resume(experts):
     assert float(jnp.linalg.norm(buf[:, 1] - buf[:, 0])) > 0  # experts moved
     assert float(jnp.linalg.norm(buf[0, 0] - buf[1, 0])) > 0  # different initialisations
     # Re-running finds the finished trajectories and leaves them unchanged.
-    x, y = _toy()
-    train_experts(
-        d,
-        jax.random.key(0),
-        {"image": x, "label": y},
-        init_fn=init_fn,
-        apply_fn=apply_fn,
-        num_experts=2,
-        num_epochs=2,
-        lr=0.1,
-        batch_size=20,
-        num_classes=3,
-        progress=False,
-    )
+    _train_toy_experts(d)
     again = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=2, epochs=2)
     np.testing.assert_array_equal(buf, again)
 

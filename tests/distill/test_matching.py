@@ -70,19 +70,7 @@ def _value_and_grad(mode, num_steps, batch_size, augment_fn, x64):
     del x64  # part of the cache key only: float32 and float64 compile separately
 
     def f(x, lr, y, start, target, key):
-        return trajectory_matching_loss(
-            x,
-            y,
-            lr,
-            start,
-            target,
-            key,
-            apply_fn=mlp_apply,
-            num_steps=num_steps,
-            batch_size=batch_size,
-            gradient=mode,
-            augment_fn=augment_fn,
-        )
+        return loss_fn(mode, start, target, key, num_steps, batch_size, augment_fn)(x, lr, y)
 
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
 

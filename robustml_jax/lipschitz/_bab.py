@@ -19,6 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from robustml_jax.lipschitz._network import full_precision
+
 __all__ = ["BaBResult", "branch_and_bound"]
 
 
@@ -30,6 +32,7 @@ class BaBResult(NamedTuple):
     num_open: jax.Array
 
 
+@full_precision
 def branch_and_bound(
     bound_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     *,

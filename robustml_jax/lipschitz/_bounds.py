@@ -40,6 +40,7 @@ from robustml_jax.lipschitz._network import (
     abs_linear,
     abs_linear_t,
     as_network,
+    full_precision,
     linear,
     linear_t,
     validate_input,
@@ -276,6 +277,7 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps
     return lowers, uppers, eff, empty
 
 
+@full_precision
 def preactivation_bounds(
     net: Sequence[Affine], x0, eps, *, split=None, forward: str = "crown"
 ) -> tuple[list[jax.Array], list[jax.Array]]:
@@ -427,6 +429,7 @@ def _bound_for_c(net, c, lowers, uppers, status, infeasible, method) -> Gradient
 # ----------------------------------------------------------------------------- public API
 
 
+@full_precision
 def naive_bound(net: Sequence[Affine], c=None) -> jax.Array:
     """Product of induced inf-norms (max row l1) of the layers: a global Lipschitz bound."""
     prod = jnp.ones((), net[0].bias.dtype)
@@ -459,6 +462,7 @@ def _domain_bound(net, x0, eps, cs, split, method, forward):
     return lip, res.score[best]
 
 
+@full_precision
 def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = "crown"):
     """Bounds on each partial derivative d(c.f)/dx_i over the l_inf ball (monotonicity).
 
@@ -485,6 +489,7 @@ def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = 
     return res.lower, res.upper
 
 
+@full_precision
 def partial_derivative_bound(
     layers,
     x0,
@@ -534,6 +539,7 @@ def partial_derivative_bound(
     ).bound
 
 
+@full_precision
 def local_lipschitz_bound(
     layers,
     x0,

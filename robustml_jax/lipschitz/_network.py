@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "full_precision",
     "Affine",
     "AvgPool",
     "Flatten",
@@ -78,6 +79,22 @@ def _op(op: tuple, w, x: jax.Array) -> jax.Array:
     raise ValueError(f"unknown op {kind!r}")  # pragma: no cover - ops are built here only
 
 
+def full_precision(fn):
+    """Runs ``fn`` with every matmul and convolution traced at ``Precision.HIGHEST``.
+
+    Soundness needs it: on GPUs the default float32 matmul precision may use TF32 (10-bit
+    mantissa), whose rounding error exceeds the slack between a bound and the true value.
+    The setting is recorded in the traced program, so it holds under the caller's ``jit``.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 def _apply_ops(layer: Affine, x: jax.Array, weights) -> jax.Array:
     x = x.reshape(layer.in_shape)
     for op, w in zip(layer.ops, weights, strict=True):
@@ -107,6 +124,7 @@ def abs_linear_t(layer: Affine, y: jax.Array) -> jax.Array:
     return jax.linear_transpose(functools.partial(abs_linear, layer), zeros)(y)[0]
 
 
+@full_precision
 def forward(layers: Sequence[Affine], x: jax.Array) -> jax.Array:
     """The network's output f(x) for one flat example x [N_0] -> [N_L]."""
     for i, layer in enumerate(layers):

@@ -19,11 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linprog
 
-from robustml_jax.lipschitz._network import as_network, forward, linear, validate_input
+from robustml_jax.lipschitz._network import (
+    as_network,
+    forward,
+    full_precision,
+    linear,
+    validate_input,
+)
 
 __all__ = ["exact_lipschitz", "gradient_norm", "sampled_lower_bound"]
 
 
+@full_precision
 def gradient_norm(layers, x, *, c=None) -> jax.Array:
     """||d(c.f)/dx||_1 at x [N_0] (max over one-hot c when c is None), relu'(0) = 0."""
     net = as_network(layers)
@@ -33,6 +40,7 @@ def gradient_norm(layers, x, *, c=None) -> jax.Array:
     return jnp.abs(jac).sum(-1).max()
 
 
+@full_precision
 def sampled_lower_bound(
     layers,
     key: jax.Array,

@@ -63,6 +63,7 @@ def test_sharded_over_four_devices_matches(tmp_path):
         """
         import os
         os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        os.environ["JAX_PLATFORMS"] = "cpu"  # fake devices are CPU ones, also on a GPU host
         import jax, numpy as np
         from tests.effrob.test_evaluate import _setup
         from robustml_jax import effrob

@@ -217,14 +217,15 @@ def main(argv, papers: tuple[Paper, ...] = PAPERS):
         "",
     ]
     body = [_section(p, reports[p.folder]) for p in papers]
-    gpu = sorted((out / "gpu").glob("*.json")) if (out / "gpu").is_dir() else []
-    if gpu:
-        body.append(
-            "## Recorded GPU runs (not re-run by this job)\n\n"
-            + "\n".join(f"- `{g.relative_to(out)}`" for g in gpu)
-            + "\n\nTheir commands, configs and numbers are in `BUILD_NOTES.md` and each "
-            "paper's `NOTES.md`.\n"
-        )
+    for sub, what in (("cpu", "long CPU runs"), ("gpu", "GPU runs")):
+        recorded = sorted((out / sub).glob("*.json")) if (out / sub).is_dir() else []
+        if recorded:
+            body.append(
+                f"## Recorded {what} (not re-run by this job)\n\n"
+                + "\n".join(f"- `{g.relative_to(out)}`" for g in recorded)
+                + "\n\nTheir commands, configs and numbers are in `BUILD_NOTES.md` and each "
+                "paper's `NOTES.md`.\n"
+            )
     atomic_write_text(out / "REPORT.md", "\n".join(header + body))
     print(f"[reproduce] wrote {out / 'REPORT.md'} in {total:.0f} s")
 

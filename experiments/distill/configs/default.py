@@ -14,7 +14,7 @@ Variants (hardware, expected runtime, target):
   real subset of the same size (the paper's 48.5% / MTT's 46.3% need the full-scale run).
 * ``cpu_ipc10`` / ``cpu_ipc1``: the longest CPU runs (full CIFAR-10 train set, ZCA, ConvNet
   width 16, 3 experts x 8 epochs (about 25 min), IPC 10 / 1, 400 / 200 iterations, 2
-  evaluation nets x 1000 epochs as in MTT); an idle 2-core CPU, about an hour each after the
+  evaluation nets x 1000 epochs as in MTT); an idle 2-core CPU, about 75 / 20 min after the
   experts (they share the experts: ``--config.expert_dir``).
   Target (issue 4): at least 15 points above the random real subset of the same IPC; paper:
   TESLA 66.4 / MTT 65.3 (IPC 10), 48.5 / 46.3 (IPC 1) with ConvNet-128 and 5000+ iterations.

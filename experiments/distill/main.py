@@ -8,8 +8,6 @@ and full-data baselines, distils, evaluates the distilled set and writes ``resul
 image grids and the curves into the workdir; re-running resumes from the last checkpoint.
 """
 
-from absl import app
-
 from experiments.distill import train
 from robustml_jax.core import experiment
 
@@ -17,4 +15,4 @@ main = experiment.define_main(train.train_and_evaluate)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    experiment.app_run(main)

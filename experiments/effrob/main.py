@@ -10,8 +10,6 @@ Or on any CSV of per-model accuracies (see the config docstring)::
       --config.csv.id_columns=a,b --config.csv.ood_columns=c --config.csv.group_column=group
 """
 
-from absl import app
-
 from experiments.effrob import train
 from robustml_jax.core import experiment
 
@@ -19,4 +17,4 @@ main = experiment.define_main(train.train_and_evaluate)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    experiment.app_run(main)

@@ -4,8 +4,6 @@
       --config=experiments/mnist_cnn/configs/default.py:small --workdir=/tmp/mnist_cnn
 """
 
-from absl import app
-
 from experiments.mnist_cnn import train
 from robustml_jax.core import experiment
 
@@ -13,4 +11,4 @@ main = experiment.define_main(train.train_and_evaluate)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    experiment.app_run(main)

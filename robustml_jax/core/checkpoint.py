@@ -14,10 +14,12 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from robustml_jax.core.errors import UserError
+
 __all__ = ["CheckpointError", "Checkpointer"]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint exists but cannot be restored into the expected structure."""
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from robustml_jax.core import paths
+from robustml_jax.core.errors import UserError
 from robustml_jax.core.results import atomic_open
 
 __all__ = [
@@ -65,7 +66,14 @@ CIFAR10_CLASSES = (
 BLITZER_DOMAINS = ("books", "dvd", "electronics", "kitchen", "airline")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class UnknownDatasetError(UserError, KeyError):
+    """A dataset name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """A registered dataset is absent from every place it is looked for."""
 
     def __init__(self, name: str, looked: Sequence[str], how: str):
@@ -127,15 +135,37 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+_discovered = False
+
+
+def _discover() -> None:
+    """Imports every ``robustml_jax.<paper>._datasets`` module once: papers register their own
+    datasets there, so core names none of them."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import pkgutil
+
+    import robustml_jax
+
+    for mod in pkgutil.iter_modules(robustml_jax.__path__):
+        if mod.ispkg and importlib.util.find_spec(f"robustml_jax.{mod.name}._datasets"):
+            importlib.import_module(f"robustml_jax.{mod.name}._datasets")
+
+
 def list_datasets() -> list[str]:
+    _discover()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        _discover()
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(
+        raise UnknownDatasetError(
             f"unknown dataset '{name}'; registered: {', '.join(list_datasets())}"
         ) from None
 
@@ -458,66 +488,7 @@ def parse_sparse_arff(text: str, num_labels: int, *, source: str = "<arff>") -> 
     return {"X": X, "Y": Y, "feature_names": attrs[:d]}
 
 
-def _mulan_loader(name: str):
-    def loader(root: pathlib.Path, split: str) -> dict:
-        import re
-
-        d = root / "xmc" / name
-        xml = (d / f"{name}.xml").read_text(encoding="utf-8")
-        label_names = re.findall(r'<label\s+name="([^"]*)"', xml)
-        arff = d / f"{name}-{split}.arff"
-        out = parse_sparse_arff(
-            arff.read_text(encoding="utf-8"), len(label_names), source=str(arff)
-        )
-        out["label_names"] = label_names
-        return out
-
-    return loader
-
-
 # ----------------------------------------------------------------------------- misc
-
-
-def _load_go(root: pathlib.Path, split: str) -> dict:
-    """Go records as raw SGF bytes: ``{"name": list[str], "sgf": list[bytes]}``."""
-    base = root / "go"
-    if split == "alphago":
-        names, sgfs = [], []
-        with tarfile.open(base / "alphago_sgf.tar.gz") as tf:
-            for m in sorted(tf.getmembers(), key=lambda m: m.name):
-                if m.isfile() and m.name.endswith(".sgf"):
-                    names.append(m.name)
-                    sgfs.append(tf.extractfile(m).read())
-        return {"name": names, "sgf": sgfs}
-    sub = {"natural": "dataset", "adversarial": "examples"}[split]
-    files = sorted((base / "adversarial_example_of_Go" / sub).rglob("*.sgf"))
-    return {
-        "name": [str(f.relative_to(base)) for f in files],
-        "sgf": [f.read_bytes() for f in files],
-    }
-
-
-def _load_openclip(root: pathlib.Path, split: str) -> dict:
-    del split
-    with open(root / "effrob" / "openclip_results.csv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {"rows": rows}
-
-
-def _load_cifar10_1_predictions(root: pathlib.Path, split: str) -> dict:
-    """Predictions of the 30 CIFAR-10.1 models on one test set, with that set's labels.
-
-    Returns ``{"models": list[str], "predictions": int32 [30, N], "label": int32 [N]}``.
-    """
-    d = root / "cifar10_1" / "model_predictions" / f"{split}_predictions"
-    files = sorted(d.glob("*_predictions.json"))
-    models = [f.name[: -len("_predictions.json")] for f in files]
-    preds = np.array([json.loads(f.read_text()) for f in files], np.int32)
-    if split == "original":
-        label = np.load(root / "cifar10" / "cifar10_test_set_original_labels.npy")
-    else:
-        label = np.load(root / "cifar10_1" / "datasets" / f"cifar10.1_{split}_labels.npy")
-    return {"models": models, "predictions": preds, "label": label.astype(np.int32)}
 
 
 def _load_invariance(root: pathlib.Path, split: str) -> dict:
@@ -549,7 +520,6 @@ def _raw_root(root: pathlib.Path, split: str) -> dict:
 
 _GH = "https://raw.githubusercontent.com"
 _AUTOPROMPT = f"{_GH}/eyalbd2/Reproducing-AutoPrompt/6288fb5bec9c572f2492875ae0111df5b6daed11"
-_MULAN = f"{_GH}/tsoumakas/mulan/43f6389095ad71984264db4387a8074b22bc7d4a/data/multi-label"
 _CLEANLAB = f"{_GH}/cleanlab/label-errors/6d5d6b31a13216290afc40e5c6319399c4d15c06"
 
 
@@ -564,11 +534,20 @@ def _remote(pairs: Sequence[tuple[str, str]]) -> tuple[RemoteFile, ...]:
     return tuple(RemoteFile(rel, url, sums[rel]) for rel, url in pairs)
 
 
-def _register_all() -> None:
-    data_hint = (
+def data_hint(name: str) -> str:
+    """The how-to-get text of a dataset that lives in the suite's data folder."""
+    return (
         "put the suite's data folder at ../shared/data or set ROBUSTML_DATA_DIR; on a machine "
-        "with internet, `python -m robustml_jax.data fetch {name}`"
+        f"with internet, `python -m robustml_jax.data fetch {name}`"
     )
+
+
+def remote_files(pairs: Sequence[tuple[str, str]]) -> tuple[RemoteFile, ...]:
+    """``RemoteFile``s for ``(relpath, url)`` pairs, with SHA-256 values from the checked list."""
+    return _remote(pairs)
+
+
+def _register_all() -> None:
     register(
         DatasetSpec(
             "mnist_5k",
@@ -610,7 +589,7 @@ def _register_all() -> None:
             ("cifar10/cifar10_jpg.tar.gz", "cifar10/cifar10_test_set_original_labels.npy"),
             _load_cifar10,
             ("train", "test"),
-            data_hint.format(name="cifar10")
+            data_hint("cifar10")
             + " (labels only; the images come through load(..., source='tfds'))",
             remote=_remote(
                 [
@@ -630,7 +609,7 @@ def _register_all() -> None:
             ("text/sst2/dev.tsv",),
             _load_sst2,
             ("train_full", "dev", "test-labeled"),
-            data_hint.format(name="sst2"),
+            data_hint("sst2"),
             remote=_remote(
                 [
                     (f"text/sst2/{s}.tsv", f"{_AUTOPROMPT}/glue_data/SST-2/{s}.tsv")
@@ -647,7 +626,7 @@ def _register_all() -> None:
             ("text/rte/train.tsv", "text/rte/dev.tsv"),
             _load_rte,
             ("train", "dev", "test"),
-            data_hint.format(name="rte"),
+            data_hint("rte"),
             tfds_name="glue/rte",
         )
     )
@@ -658,7 +637,7 @@ def _register_all() -> None:
             ("text/mr/rt-polarity.pos", "text/mr/rt-polarity.neg"),
             _load_mr,
             ("all",),
-            data_hint.format(name="mr"),
+            data_hint("mr"),
         )
     )
     for dom in BLITZER_DOMAINS:
@@ -669,7 +648,7 @@ def _register_all() -> None:
                 (f"text/blitzer/{dom}/train.tsv",),
                 _blitzer_loader(dom),
                 ("train", "dev", "test-labeled"),
-                data_hint.format(name=f"blitzer_{dom}"),
+                data_hint(f"blitzer_{dom}"),
                 remote=_remote(
                     [
                         (
@@ -681,62 +660,6 @@ def _register_all() -> None:
                 ),
             )
         )
-    for name in ("bibtex", "delicious"):
-        register(
-            DatasetSpec(
-                name,
-                f"Mulan {name} multi-label (sparse ARFF)",
-                (f"xmc/{name}/{name}-train.arff", f"xmc/{name}/{name}.xml"),
-                _mulan_loader(name),
-                ("train", "test"),
-                data_hint.format(name=name),
-                remote=_remote(
-                    [
-                        (f"xmc/{name}/{f}", f"{_MULAN}/{name}/{f}")
-                        for f in (f"{name}-train.arff", f"{name}-test.arff", f"{name}.xml")
-                    ]
-                ),
-            )
-        )
-    register(
-        DatasetSpec(
-            "go_sgf",
-            "Go game records (19x19): GoAttack natural games and adversarial examples, AlphaGo",
-            ("go/adversarial_example_of_Go/dataset", "go/alphago_sgf.tar.gz"),
-            _load_go,
-            ("natural", "adversarial", "alphago"),
-            data_hint.format(name="go_sgf"),
-        )
-    )
-    register(
-        DatasetSpec(
-            "openclip_results",
-            "OpenCLIP zero-shot accuracies of 121 models on 38 datasets",
-            ("effrob/openclip_results.csv",),
-            _load_openclip,
-            ("all",),
-            data_hint.format(name="openclip_results"),
-            remote=_remote(
-                [
-                    (
-                        "effrob/openclip_results.csv",
-                        f"{_GH}/mlfoundations/open_clip/89fb801f1e6087880e951fc8354b8a2077b79c6d"
-                        "/docs/openclip_results.csv",
-                    )
-                ]
-            ),
-        )
-    )
-    register(
-        DatasetSpec(
-            "cifar10_1_predictions",
-            "Predictions of 30 published models on CIFAR-10 (original order), CIFAR-10.1 v4/v6",
-            ("cifar10_1/model_predictions", "cifar10/cifar10_test_set_original_labels.npy"),
-            _load_cifar10_1_predictions,
-            ("original", "v4", "v6"),
-            data_hint.format(name="cifar10_1_predictions"),
-        )
-    )
     register(
         DatasetSpec(
             "mnist_invariance",
@@ -744,7 +667,7 @@ def _register_all() -> None:
             ("invariance/invariance_examples/indexs.npy", "invariance/linf/X_test_100.npy"),
             _load_invariance,
             ("linf_eps03", "linf_eps04", "l0"),
-            data_hint.format(name="mnist_invariance"),
+            data_hint("mnist_invariance"),
         )
     )
     register(
@@ -754,7 +677,7 @@ def _register_all() -> None:
             ("t5x_tiny_checkpoint/test_t5_1_1_tiny/checkpoint_3/checkpoint",),
             _raw_root,
             ("all",),
-            data_hint.format(name="t5x_tiny_checkpoint"),
+            data_hint("t5x_tiny_checkpoint"),
         )
     )
     register(

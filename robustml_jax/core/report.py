@@ -15,7 +15,6 @@ rows must come from the run: ``paper`` holds the paper's published value (or ``N
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import sys
@@ -59,16 +58,28 @@ class PaperReport:
 
 
 def report_main(run: Callable[[pathlib.Path, str], PaperReport], argv: list[str] | None = None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--scale", default="small", choices=("smoke", "small", "full"))
-    args = parser.parse_args(argv)
-    workdir = pathlib.Path(args.workdir)
+    """The absl entry point of a paper's ``report.py``: ``--workdir`` and ``--scale``."""
+    from absl import app, flags
+
+    workdir_flag = flags.DEFINE_string("workdir", None, "Folder for the paper's runs.")
+    scale_flag = flags.DEFINE_enum("scale", "small", ["smoke", "small", "full"], "Config scale.")
+    flags.mark_flag_as_required("workdir")
+
+    def main(args: list[str]) -> None:
+        if len(args) > 1:
+            raise app.UsageError(f"unexpected arguments: {args[1:]}")
+        sys.exit(_report(run, pathlib.Path(workdir_flag.value), scale_flag.value))
+
+    app.run(main, argv=argv)
+
+
+def _report(run: Callable[[pathlib.Path, str], PaperReport], workdir: pathlib.Path, scale: str):
+    """Runs ``run`` and writes ``report.json``; returns the exit status."""
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out: dict[str, Any]
     try:
-        rep = run(workdir, args.scale)
+        rep = run(workdir, scale)
         out = {
             "status": "ok",
             "rows": [dataclasses.asdict(r) for r in rep.rows],
@@ -82,7 +93,7 @@ def report_main(run: Callable[[pathlib.Path, str], PaperReport], argv: list[str]
         out = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
     out["runtime_s"] = time.perf_counter() - t0
     write_results(workdir, out, name="report.json")
-    sys.exit(0 if out["status"] != "failed" else 1)
+    return 0 if out["status"] != "failed" else 1
 
 
 def results_of(workdir: pathlib.Path) -> dict:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -103,31 +104,50 @@ def read_results(workdir: str | os.PathLike, name: str = "results.json") -> dict
 
 
 def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> pathlib.Path:
-    """Atomically saves a matplotlib figure (format from the suffix) and closes it."""
-    import matplotlib.pyplot as plt
+    """Atomically saves a matplotlib figure (format from the suffix).
 
+    A figure made through pyplot is also closed (released from pyplot's registry); a plain
+    ``Figure`` from :func:`robustml_jax.core.plotting.subplots` needs no closing.
+    """
     path = pathlib.Path(path)
     fmt = path.suffix.lstrip(".") or "png"
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
     return path
 
 
 class MetricsLogger:
-    """Appends one JSON object per line to ``<workdir>/metrics.jsonl``.
+    """Appends one JSON object per line to ``<workdir>/metrics.jsonl`` and TensorBoard events.
 
     Each record is written with a single ``write`` + ``fsync``, so a killed run leaves only
     complete lines. On resume, records at or beyond the resumed step are dropped first
     (``truncate_after``) so that the log matches an uninterrupted run.
+
+    Numeric scalars also go to TensorBoard event files under ``<workdir>/tensorboard`` (tag
+    ``<split>/<name>``, e.g. ``train/loss``), so ``tensorboard --logdir <workdir>`` shows a run as
+    it goes. After ``truncate_after(step)`` the event writer starts with ``purge_step=step + 1``,
+    which makes TensorBoard drop the events a killed run wrote past the resumed step.
+
+    Args:
+      workdir: the run's folder.
+      name: the JSON-lines file name.
+      tensorboard: also write TensorBoard events (main process only).
     """
 
-    def __init__(self, workdir: str | os.PathLike, name: str = "metrics.jsonl"):
+    def __init__(
+        self, workdir: str | os.PathLike, name: str = "metrics.jsonl", *, tensorboard: bool = True
+    ):
         self.path = pathlib.Path(workdir) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tensorboard = tensorboard
+        self._tb = None
+        self._purge_step: int | None = None
 
     def truncate_after(self, step: int) -> None:
         """Keeps only the records whose ``step`` is <= ``step`` (and drops torn lines)."""
+        self._purge_step = step + 1
         if not self.path.exists():
             return
         kept = []
@@ -146,6 +166,31 @@ class MetricsLogger:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
             f.flush()
             os.fsync(f.fileno())
+        self._write_tensorboard(int(step), rec)
+
+    def _write_tensorboard(self, step: int, rec: Mapping[str, Any]) -> None:
+        if not self._tensorboard:
+            return
+        import jax
+
+        if jax.process_index() != 0:
+            return
+        if self._tb is None:
+            from tensorboardX import SummaryWriter
+
+            kwargs = {} if self._purge_step is None else {"purge_step": self._purge_step}
+            self._tb = SummaryWriter(str(self.path.parent / "tensorboard"), **kwargs)
+        split = rec.get("split", "")
+        for k, v in rec.items():
+            if k in ("step", "split") or isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            self._tb.add_scalar(f"{split}/{k}" if split else k, v, step)
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def read(self) -> list[dict]:
         if not self.path.exists():

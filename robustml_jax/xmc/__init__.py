@@ -1,6 +1,14 @@
 """Extreme multi-label classification: data, metrics, an XR-Linear-style tree model with beam
 search, and ensemble uncertainty quantification (paper 6; the substrate for ELIAS, paper 7)."""
 
+from robustml_jax.core.metrics import (
+    auroc,
+    average_precision,
+    inverse_propensity,
+    labels_to_padded,
+    ranking_metrics,
+    topk_hits,
+)
 from robustml_jax.xmc._data import (
     PaddedRows,
     check_features,
@@ -11,14 +19,6 @@ from robustml_jax.xmc._data import (
     load_xc_text,
     pad_rows,
     synthetic_xmc,
-)
-from robustml_jax.xmc._metrics import (
-    auroc,
-    average_precision,
-    inverse_propensity,
-    labels_to_padded,
-    ranking_metrics,
-    topk_hits,
 )
 from robustml_jax.xmc._tree import (
     BeamOutput,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from robustml_jax.core import datasets, train
+from robustml_jax.core import datasets, losses, train
 from robustml_jax.core.distributed import Runtime
 from robustml_jax.models import SmallCNN
 
@@ -30,8 +30,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     def loss_fn(params, batch, rng):
         del rng  # deterministic model
         logits = model.apply({"params": params}, batch["image"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+        loss, accuracy = losses.classification_loss(logits, batch["label"])
+        return loss, {"accuracy": accuracy}
 
     @jax.jit
     def predict(params, x):
@@ -46,22 +46,18 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         )
         return {"test_accuracy": float(np.mean(pred == test_data["label"]))}
 
-    state = train.create_train_state(params, tx)
-    loop = train.LoopConfig(
+    state, metrics = train.fit(
+        params,
+        tx=tx,
+        loss_fn=loss_fn,
+        batch_fn=train.epoch_batches(train_data, config.batch_size, data_key),
+        key=train_key,
+        workdir=workdir,
         num_steps=config.num_steps,
         log_every=config.log_every,
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
-    )
-    state, metrics = train.train_loop(
-        state,
-        loss_fn=loss_fn,
-        tx=tx,
-        batch_fn=train.epoch_batches(train_data, config.batch_size, data_key),
-        key=train_key,
-        workdir=workdir,
-        config=loop,
         eval_fn=eval_fn,
         mesh=runtime.mesh,
         desc="mnist_cnn",

@@ -45,6 +45,7 @@ __all__ = [
     "TrainState",
     "create_train_state",
     "epoch_batches",
+    "fit",
     "freeze",
     "make_train_step",
     "phases",
@@ -230,6 +231,43 @@ def train_loop(
     if eval_fn is not None and not last_eval:  # resumed after the final step: re-evaluate
         last_eval = {k: _scalar(v) for k, v in eval_fn(state.params).items()}
     return state, {**last_eval, "train_time_s": time.perf_counter() - t0}
+
+
+def fit(
+    params: Any,
+    *,
+    tx: optax.GradientTransformation,
+    loss_fn: LossFn,
+    batch_fn: Callable[[int], Any],
+    key: jax.Array,
+    workdir: str | os.PathLike,
+    num_steps: int,
+    eval_fn: Callable[[Any], Mapping[str, Any]] | None = None,
+    mesh: Mesh | None = None,
+    desc: str = "train",
+    **loop: Any,
+) -> tuple[TrainState, dict[str, Any]]:
+    """Creates the train state from ``params`` and runs (or resumes) :func:`train_loop`.
+
+    The one call every experiment makes to train one model; ``**loop`` are the other
+    :class:`LoopConfig` fields (``log_every``, ``eval_every``, ``checkpoint_every``,
+    ``max_to_keep``, ``progress``, ``shard_batches``).
+
+    Returns:
+      The final state and the last eval metrics (plus ``train_time_s``).
+    """
+    return train_loop(
+        create_train_state(params, tx),
+        loss_fn=loss_fn,
+        tx=tx,
+        batch_fn=batch_fn,
+        key=key,
+        workdir=workdir,
+        config=LoopConfig(num_steps=num_steps, **loop),
+        eval_fn=eval_fn,
+        mesh=mesh,
+        desc=desc,
+    )
 
 
 def _process_local(batch):

@@ -11,9 +11,10 @@ Or on any CSV of per-model accuracies (see the config docstring)::
 """
 
 from experiments.effrob import train
+from experiments.effrob.configs import default
 from robustml_jax.core import experiment
 
-main = experiment.define_main(train.train_and_evaluate)
+main = experiment.define_main(train.train_and_evaluate, validate=default.validate)
 
 
 if __name__ == "__main__":

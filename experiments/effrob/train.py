@@ -13,8 +13,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments.effrob.configs.default import TASKS
 from robustml_jax.core import datasets
 from robustml_jax.core.distributed import Runtime
+from robustml_jax.core.errors import ConfigError
 from robustml_jax.effrob import (
     AccuracyTable,
     analyze_table,
@@ -23,8 +25,6 @@ from robustml_jax.effrob import (
     train_zoo,
     write_analysis,
 )
-
-TASKS = ("openclip", "cifar10_1", "zoo", "csv")
 
 
 def openclip_group(pretrained: str) -> str:
@@ -85,6 +85,29 @@ def cifar10_1_table(config) -> tuple[AccuracyTable, dict[str, np.ndarray]]:
         ood_acc=np.stack([correct[n].mean(axis=1) for n in ood_names], axis=1),
     )
     return table, correct
+
+
+def task_datasets(config, task: str) -> list[str]:
+    """The registered datasets ``task`` reads under ``config``."""
+    if task == "openclip":
+        return ["openclip_results"]
+    if task == "cifar10_1":
+        return ["cifar10_1_predictions"]
+    if task == "zoo":
+        z = config.zoo
+        return [s if s in ("sst2", "mr") else f"blitzer_{s}" for s in (*z.id_domains, *z.ood_sets)]
+    return []
+
+
+def missing_datasets(config, task: str) -> list[str]:
+    """How-to-get messages of the datasets ``task`` needs that are absent (empty: all there)."""
+    out = []
+    for name in task_datasets(config, task):
+        try:
+            datasets.locate(name)
+        except datasets.DatasetNotFoundError as e:
+            out.append(str(e))
+    return out
 
 
 def claim_summary(analysis: dict[str, Any], table: AccuracyTable) -> dict[str, Any]:
@@ -151,12 +174,29 @@ def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) ->
     elif task == "cifar10_1":
         table, correct = cifar10_1_table(config)
     elif task == "zoo":
+        z = config.zoo
         table, correct = train_zoo(
-            config.zoo, workdir / "train", key, mesh=runtime.mesh, progress=config.progress
+            key,
+            workdir=workdir / "train",
+            id_domains=tuple(z.id_domains),
+            ood_sets=tuple(z.ood_sets),
+            id_test_size=z.id_test_size,
+            mr_max=z.mr_max,
+            hash_dim=z.hash_dim,
+            archs=tuple(z.archs),
+            mixes=tuple(z.mixes),
+            train_sizes=tuple(z.train_sizes),
+            l2s=tuple(z.l2s),
+            feat_dims=tuple(z.feat_dims),
+            snapshots=tuple(z.snapshots),
+            learning_rate=z.learning_rate,
+            log_every=z.log_every,
+            mesh=runtime.mesh,
+            progress=config.progress,
         )
     elif task == "csv":
         if not config.csv.path:
-            raise ValueError("task 'csv' needs --config.csv.path (and id_columns, ood_columns)")
+            raise ConfigError("task 'csv' needs --config.csv.path (and id_columns, ood_columns)")
         table = read_accuracy_csv(
             config.csv.path,
             id_columns=config.csv.id_columns,
@@ -166,7 +206,7 @@ def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) ->
             scale=config.csv.scale,
         )
     else:
-        raise ValueError(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
+        raise ConfigError(f"unknown task '{task}'; choose from {', '.join(TASKS)}")
     table_to_csv(table, workdir / "accuracies.csv")
     analysis, plots = _analyze(config, table, workdir, key, tag=task, correct=correct, sizes=sizes)
     out: dict[str, Any] = {
@@ -184,7 +224,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     workdir = pathlib.Path(workdir)
     tasks = [t.strip() for t in config.tasks.split(",") if t.strip()]
     if not tasks:
-        raise ValueError("config.tasks is empty; choose from " + ", ".join(TASKS))
+        raise ConfigError("config.tasks is empty; choose from " + ", ".join(TASKS))
     key = jax.random.key(config.seed)
     return {
         task: run_task(

@@ -329,3 +329,90 @@ def _replicates_cluster(metric_fn):
         return metric_fn(*(a[idx] for a in arrays))
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+# ----------------------------------------------------------------------------- stacked correctness
+
+
+def stacked_correct(
+    params: Any,
+    test_sets: Any,
+    *,
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
+    chunk: int = 2048,
+    mesh: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per-example correctness of R stacked models on several test sets, in one jitted call.
+
+    The per-model ``apply_fn`` is lifted with ``jax.vmap`` over the stacked parameter axis (for
+    dense models; :func:`stacked_accuracy` maps convolutions instead). All test sets are
+    concatenated, padded to a multiple of ``chunk`` and scanned chunk by chunk (``lax.map``)
+    inside one ``jit``, so memory stays at ``R * chunk * C`` logits. With several devices the
+    model axis is sharded when R divides by the device count, else the example axis is.
+
+    Args:
+      params: pytree whose leaves have a leading axis R.
+      test_sets: {name: (x [N_s, ...], y int [N_s])}, all with the same feature shape.
+      apply_fn: ``apply_fn(params_r, x [B, ...]) -> logits [B, C]`` for ONE model, or [B] for
+        a binary logit (positive predicts class 1).
+      chunk: B, examples per step of the scan.
+      mesh: devices to shard over (default: all).
+
+    Returns:
+      {name: bool [R, N_s]}.
+    """
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from robustml_jax.core import sharding
+
+    names = list(test_sets)
+    if not names:
+        raise ValueError("test_sets is empty")
+    sizes = [len(test_sets[nm][1]) for nm in names]
+    n = sum(sizes)
+    chunk = max(1, min(chunk, n))
+    num_chunks = -(-n // chunk)
+    # One host copy: every set written into a zero-padded [S * B, ...] buffer.
+    first = np.asarray(test_sets[names[0]][0])
+    x = np.zeros((num_chunks * chunk, *first.shape[1:]), first.dtype)
+    y = np.zeros((num_chunks * chunk,), np.int32)
+    start = 0
+    for nm, size in zip(names, sizes, strict=True):
+        if len(test_sets[nm][0]) != size:
+            raise ValueError(f"test set {nm!r}: {len(test_sets[nm][0])} inputs, {size} labels")
+        x[start : start + size] = test_sets[nm][0]
+        y[start : start + size] = test_sets[nm][1]
+        start += size
+    x = x.reshape(num_chunks, chunk, *x.shape[1:])
+    y = y.reshape(num_chunks, chunk)
+
+    mesh = mesh if mesh is not None else sharding.data_mesh()
+    num_models = jax.tree.leaves(params)[0].shape[0]
+    ndev = mesh.devices.size
+    if ndev > 1 and num_models % ndev == 0:
+        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec(sharding.DATA_AXIS)))
+    elif ndev > 1 and chunk % ndev == 0:
+        spec = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
+        x, y = jax.device_put(x, spec), jax.device_put(y, spec)
+    out = np.asarray(_stacked_correct_scan(apply_fn)(params, x, y))  # [S, R, B]
+    out = np.moveaxis(out, 1, 0).reshape(num_models, -1)[:, :n]
+    bounds = np.cumsum([0, *sizes])
+    return {nm: out[:, bounds[i] : bounds[i + 1]] for i, nm in enumerate(names)}
+
+
+@functools.lru_cache(maxsize=32)
+def _stacked_correct_scan(apply_fn):
+    """The jitted chunk scan for one ``apply_fn`` (cached, so repeated calls do not recompile)."""
+
+    def correct(ps, xb, yb):
+        logits = jax.vmap(apply_fn, in_axes=(0, None))(ps, xb)  # [R, B, C] or [R, B]
+        if logits.ndim == 2:
+            pred = (logits > 0).astype(jnp.int32)
+        else:
+            pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return pred == yb[None, :]
+
+    return jax.jit(lambda ps, x, y: jax.lax.map(lambda xy: correct(ps, *xy), (x, y)))
+
+
+__all__ += ["stacked_correct"]

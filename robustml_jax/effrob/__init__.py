@@ -14,7 +14,8 @@ from robustml_jax.effrob._bootstrap import (
     bootstrap_from_correct,
     confidence_interval,
 )
-from robustml_jax.effrob._evaluate import batched_correct, stack_params
+from robustml_jax.effrob._crossval import kfold_assignment, out_of_fold_predictions
+from robustml_jax.effrob._evaluate import stack_params
 from robustml_jax.effrob._features import hashed_ngrams
 from robustml_jax.effrob._fit import (
     EffRobFit,
@@ -24,7 +25,14 @@ from robustml_jax.effrob._fit import (
 )
 from robustml_jax.effrob._table import AccuracyTable, read_accuracy_csv, table_to_csv
 from robustml_jax.effrob._transforms import TRANSFORMS, forward, inverse
-from robustml_jax.effrob._zoo import BowClassifier, ZooModel, model_grid, train_zoo
+from robustml_jax.effrob._zoo import (
+    BowClassifier,
+    ZooModel,
+    model_grid,
+    model_loss,
+    train_zoo,
+    train_zoo_models,
+)
 
 __all__ = [
     "TRANSFORMS",
@@ -34,7 +42,6 @@ __all__ = [
     "EffRobFit",
     "ZooModel",
     "analyze_table",
-    "batched_correct",
     "bootstrap_from_accuracies",
     "bootstrap_from_correct",
     "confidence_interval",
@@ -44,11 +51,15 @@ __all__ = [
     "forward",
     "hashed_ngrams",
     "inverse",
+    "kfold_assignment",
     "model_grid",
+    "model_loss",
+    "out_of_fold_predictions",
     "read_accuracy_csv",
     "stack_params",
     "table_to_csv",
     "train_zoo",
+    "train_zoo_models",
     "weighted_lstsq",
     "write_analysis",
 ]

@@ -18,7 +18,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from robustml_jax.core.results import atomic_write_text, save_figure, write_results
+from robustml_jax.core import plotting
+from robustml_jax.core.results import atomic_write_text, write_results
 from robustml_jax.effrob import _bootstrap, _fit, _transforms
 from robustml_jax.effrob._table import AccuracyTable
 
@@ -155,7 +156,7 @@ def write_analysis(
     plots = []
     for j, ood in enumerate(table.ood_names):
         fig = plot_fits(table, j, analysis["fits"][ood], analysis["transform"])
-        plots.append(save_figure(fig, workdir / f"{tag}_{_slug(ood)}.png"))
+        plots.append(plotting.save(fig, workdir / f"{tag}_{_slug(ood)}.png"))
     return plots
 
 
@@ -166,15 +167,10 @@ def _slug(s: str) -> str:
 def plot_fits(table: AccuracyTable, j: int, fits: Mapping[str, Any], transform: str):
     """One panel per single-ID fit (OOD vs ID on transformed axes, with the fitted line) and one
     predicted-vs-actual panel per multi-ID fit; points coloured by training group."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = table.group_names()
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    colors = plotting.colormap("tab10" if len(groups) <= 10 else "tab20")
     names = list(fits)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
+    fig, axes = plotting.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
     ood_acc = table.ood_acc[:, j]
     tf = lambda a: np.asarray(_transforms.forward(np.asarray(a, np.float32), transform))
     for ax, name in zip(axes[0], names, strict=True):

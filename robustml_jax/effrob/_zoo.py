@@ -3,18 +3,22 @@
 Every model is a bag-of-n-grams classifier (linear, or a one-hidden-layer MLP) on hashed
 features of Blitzer multi-domain reviews. Models differ in training distribution (domain A,
 domain B, or an A/B mixture), training-set size, L2 strength, number of hashed features used
-(model size) and training length (snapshots). All models of one architecture share a stacked
-parameter pytree; one loss sums their independent per-model losses, so its gradient w.r.t. a
-model's slice is that model's own gradient and one ``jit``-ed step (the shared
-``core.train.train_loop``, checkpointed and resumable) trains them all.
+(model size) and training length (snapshots). All models of one architecture are trained
+together by the shared scan trainer (``core.train.train_many``: full-batch Adam inside one
+``lax.scan``, vmapped over the models), each model with its own training-set weights, feature
+mask and L2 strength as per-model hyper-parameters.
 
-Shapes: M = models, N = training pool, D = hashed features, H = hidden units.
+Each (architecture, snapshot) is one resumable work item (``core.workitems.WorkItems``): the
+models are trained from their initial parameters to the snapshot's step count and their
+per-example correctness on every test set is saved, so a killed run keeps every finished item.
+
+Shapes: M = models, N = training pool, D = hashed features, H = hidden units, S = steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import functools
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
 
-from robustml_jax.core import datasets, train
-from robustml_jax.core.checkpoint import Checkpointer
-from robustml_jax.core.results import atomic_write_bytes
-from robustml_jax.effrob._evaluate import batched_correct
+from robustml_jax.core import datasets, metrics, sharding, train
+from robustml_jax.core.results import MetricsLogger
+from robustml_jax.core.workitems import WorkItems
 from robustml_jax.effrob._features import hashed_ngrams
 from robustml_jax.effrob._table import AccuracyTable
 
@@ -40,6 +44,7 @@ __all__ = [
     "mask_features",
     "model_grid",
     "train_zoo",
+    "train_zoo_models",
 ]
 
 
@@ -89,15 +94,22 @@ def _hidden(arch: str) -> int:
     raise ValueError(f"unknown zoo architecture '{arch}' (use 'linear' or 'mlp<H>')")
 
 
-def model_grid(zoo_config) -> list[ZooModel]:
-    """The cross product of the config's recipe axes."""
+def model_grid(
+    *,
+    archs: Sequence[str],
+    mixes: Sequence[float],
+    train_sizes: Sequence[int],
+    l2s: Sequence[float],
+    feat_dims: Sequence[int],
+) -> list[ZooModel]:
+    """The cross product of the recipe axes (architecture outermost)."""
     return [
         ZooModel(a, float(m), int(n), float(l2), int(d))
-        for a in zoo_config.archs
-        for m in zoo_config.mixes
-        for n in zoo_config.train_sizes
-        for l2 in zoo_config.l2s
-        for d in zoo_config.feat_dims
+        for a in archs
+        for m in mixes
+        for n in train_sizes
+        for l2 in l2s
+        for d in feat_dims
     ]
 
 
@@ -109,7 +121,14 @@ def _dedupe(d: Mapping[str, Any]) -> tuple[list[str], np.ndarray]:
     return [d["text"][i] for i in idx], np.asarray(d["label"])[idx]
 
 
-def load_sentiment_sets(config, key: jax.Array) -> dict[str, Any]:
+def load_sentiment_sets(
+    key: jax.Array,
+    *,
+    id_domains: Sequence[str],
+    ood_sets: Sequence[str],
+    id_test_size: int,
+    mr_max: int,
+) -> dict[str, Any]:
     """Real text sets: for each ID domain a train pool and a held-out ID test split; OOD sets.
 
     Blitzer's ``test-labeled`` is ``train + dev`` of the domain, so each ID domain's 2,000
@@ -121,20 +140,20 @@ def load_sentiment_sets(config, key: jax.Array) -> dict[str, Any]:
       {"train": {domain: (texts, labels)}, "test": {set name: (texts, labels)}}.
     """
     train_sets, test_sets = {}, {}
-    for i, dom in enumerate(config.id_domains):
+    for i, dom in enumerate(id_domains):
         texts, labels = _dedupe(datasets.load(f"blitzer_{dom}", "test-labeled"))
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, i), len(texts)))
-        te, tr = perm[: config.id_test_size], perm[config.id_test_size :]
+        te, tr = perm[:id_test_size], perm[id_test_size:]
         test_sets[dom] = ([texts[j] for j in te], labels[te])
         train_sets[dom] = ([texts[j] for j in tr], labels[tr])
-    for name in config.ood_sets:
+    for name in ood_sets:
         if name == "sst2":
             d = datasets.load("sst2", "dev")
             test_sets[name] = (d["text"], np.asarray(d["label"]))
         elif name == "mr":
             d = datasets.load("mr", "all")
             perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, 99), len(d["text"])))
-            keep = np.sort(perm[: config.mr_max])
+            keep = np.sort(perm[:mr_max])
             test_sets[name] = ([d["text"][j] for j in keep], np.asarray(d["label"])[keep])
         else:
             test_sets[name] = _dedupe(datasets.load(f"blitzer_{name}", "test-labeled"))
@@ -173,153 +192,233 @@ def mask_features(params, mask: jax.Array):
     return {**params, first: layer}
 
 
-def _make_loss(model: BowClassifier, masks: jax.Array, l2s: jax.Array):
-    """Sum over models of (weighted mean logistic loss + l2 * ||kernels||^2)."""
-
-    def per_model(params, mask, l2, x, y, w):
-        params = mask_features(params, mask)
-        logits = model.apply({"params": params}, x)
-        nll = optax.sigmoid_binary_cross_entropy(logits, y.astype(logits.dtype))
-        data = jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1.0)
-        reg = sum(jnp.sum(p**2) for _, p in _kernels(params))
-        acc = jnp.sum(w * ((logits > 0) == (y == 1))) / jnp.maximum(jnp.sum(w), 1.0)
-        return data + l2 * reg, (data, acc)
-
-    def loss_fn(params, batch, rng):
-        del rng  # full-batch, deterministic
-        total, (data, acc) = jax.vmap(per_model, in_axes=(0, 0, 0, None, None, 1))(
-            params, masks, l2s, batch["x"], batch["y"], batch["w"]
-        )
-        return jnp.sum(total), {"mean_data_loss": data.mean(), "mean_train_acc": acc.mean()}
-
-    return loss_fn
-
-
 def _kernels(params):
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     return [(p, v) for p, v in flat if "kernel" in jax.tree_util.keystr(p)]
 
 
-def _savez(path: pathlib.Path, arrays: Mapping[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+def model_loss(params, x: jax.Array, y: jax.Array, *, hidden: int, mask, l2, weights):
+    """One zoo model's objective: weighted mean logistic loss + ``l2`` * ||kernels||^2.
+
+    Args:
+      params: one model's parameters.
+      x: [N, D] features; y: int [N] labels in {0, 1}.
+      hidden: H (static).
+      mask: [D] 0/1 features the model may use; l2: []; weights: [N] 0/1 training-set
+        membership.
+    """
+    params = mask_features(params, mask)
+    logits = BowClassifier(hidden=hidden).apply({"params": params}, x)
+    nll = optax.sigmoid_binary_cross_entropy(logits, y.astype(logits.dtype))
+    data = jnp.sum(weights * nll) / jnp.maximum(jnp.sum(weights), 1.0)
+    return data + l2 * sum(jnp.sum(p**2) for _, p in _kernels(params))
+
+
+def train_zoo_models(
+    keys: jax.Array,
+    hparams: Mapping[str, Any],
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    hidden: int,
+    learning_rate: float,
+    num_steps: int,
+) -> tuple[Any, jax.Array]:
+    """Trains M zoo models of one architecture with full-batch Adam (pure; the caller jits).
+
+    ``core.train.train_many`` lifted with ``vmap``: the models start from the given parameters
+    (so every snapshot of a model starts from the same point) and see the whole pool every step.
+
+    Args:
+      keys: [M] PRNG keys (the objective is deterministic; kept for the trainer's interface).
+      hparams: {"init": params [M, ...], "mask": [M, D], "l2": [M], "weights": [M, N]}.
+      x: [N, D] pooled training features; y: int [N] labels.
+      hidden: H; learning_rate: Adam's step size; num_steps: S (all static).
+
+    Returns:
+      (trained params [M, ...], training losses [M, S]).
+    """
+
+    def loss_fn(params, step_input, key, hp):
+        del step_input, key  # full-batch and deterministic
+        return model_loss(
+            params, x, y, hidden=hidden, mask=hp["mask"], l2=hp["l2"], weights=hp["weights"]
+        )
+
+    return train.train_many(
+        keys,
+        hparams,
+        lift="vmap",
+        init_fn=lambda key, hp: hp["init"],
+        loss_fn=loss_fn,
+        make_tx=lambda hp: optax.adam(learning_rate),
+        num_steps=num_steps,
+    )
+
+
+_train_jit = jax.jit(train_zoo_models, static_argnames=("hidden", "learning_rate", "num_steps"))
+
+
+@functools.lru_cache(maxsize=8)
+def _masked_apply(hidden: int):
+    """``apply_fn((params, mask), x)`` of one masked model (cached: one compile per arch)."""
+    model = BowClassifier(hidden=hidden)
+    return lambda pm, x: model.apply({"params": mask_features(pm[0], pm[1])}, x)
+
+
+def _save_item(folder: pathlib.Path, item: Mapping[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True)
+    np.savez_compressed(folder / "item.npz", **item)
+
+
+def _load_item(folder: pathlib.Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "item.npz") as z:
+        return dict(z)
 
 
 def train_zoo(
-    config, workdir: pathlib.Path, key: jax.Array, *, mesh=None, progress: bool = True
+    key: jax.Array,
+    *,
+    workdir: str | pathlib.Path,
+    id_domains: Sequence[str],
+    ood_sets: Sequence[str],
+    id_test_size: int,
+    mr_max: int,
+    hash_dim: int,
+    archs: Sequence[str],
+    mixes: Sequence[float],
+    train_sizes: Sequence[int],
+    l2s: Sequence[float],
+    feat_dims: Sequence[int],
+    snapshots: Sequence[int],
+    learning_rate: float,
+    log_every: int = 10,
+    mesh=None,
+    progress: bool = True,
 ) -> tuple[AccuracyTable, dict[str, np.ndarray]]:
     """Trains (or resumes) the zoo and evaluates every snapshot on every test set.
 
-    Each architecture trains in ``workdir/<arch>`` with the shared train loop; training runs in
-    phases ending at each of ``config.snapshots`` steps, and every phase's per-example
-    correctness is saved (``snapshot_<steps>.npz``) before the next starts, so a killed run
-    resumes from the last checkpoint and no finished phase is recomputed. A snapshot file lost
-    after training moved on is rebuilt from the checkpoint at exactly its step (snapshot steps
-    should be multiples of ``checkpoint_every`` and within ``max_to_keep`` of the end).
+    Work items ``workdir/snapshots/<arch>_step<S>`` hold the packed per-example correctness of
+    that architecture's models after S steps; complete items are loaded, missing ones trained
+    from the initial parameters and saved atomically. The longest snapshot's mean training loss
+    goes to ``workdir/<arch>/metrics.jsonl`` (and TensorBoard) every ``log_every`` steps.
+
+    Args:
+      key: PRNG key of the zoo (data split, training-set draws, initialisation).
+      workdir: folder of the work items and training logs.
+      id_domains: the two Blitzer domains models are trained on (ID test sets).
+      ood_sets: OOD test sets (Blitzer domains, "sst2", "mr").
+      id_test_size: ID test examples per domain; mr_max: MR examples kept.
+      hash_dim: D, hashed n-gram features.
+      archs, mixes, train_sizes, l2s, feat_dims: the recipe grid (:func:`model_grid`).
+      snapshots: step counts at which every model is evaluated.
+      learning_rate: Adam's step size.
+      mesh: devices; the model axis is sharded over them when it divides (default: all).
+      progress: show a progress bar over work items.
 
     Returns:
-      The accuracy table (ID sets = ``config.id_domains``, OOD = ``config.ood_sets``) and the
-      per-example correctness {set name: bool [M, N]} for bootstrapping.
+      The accuracy table (ID sets = ``id_domains``, OOD = ``ood_sets``; model names
+      ``<recipe>@<steps>``) and the per-example correctness {set name: bool [M, N]}.
     """
     workdir = pathlib.Path(workdir)
     data_key, weight_key, init_key, train_key = jax.random.split(key, 4)
-    sets = load_sentiment_sets(config, data_key)
-    doms = list(config.id_domains)
-    feats = {n: hashed_ngrams(t, dim=config.hash_dim) for n, (t, _) in sets["test"].items()}
-    test = {n: (feats[n], sets["test"][n][1]) for n in sets["test"]}
-    pool_x = np.concatenate([hashed_ngrams(sets["train"][d][0], dim=config.hash_dim) for d in doms])
+    sets = load_sentiment_sets(
+        data_key, id_domains=id_domains, ood_sets=ood_sets, id_test_size=id_test_size, mr_max=mr_max
+    )
+    doms = list(id_domains)
+    test = {n: (hashed_ngrams(t, dim=hash_dim), y) for n, (t, y) in sets["test"].items()}
+    pool_x = np.concatenate([hashed_ngrams(sets["train"][d][0], dim=hash_dim) for d in doms])
     pool_y = np.concatenate([sets["train"][d][1] for d in doms]).astype(np.int32)
     pool_dom = np.concatenate([np.full(len(sets["train"][d][1]), i) for i, d in enumerate(doms)])
-    # Pad the pool to a multiple of 8 rows (weight 0 in every model) so it splits over devices.
-    pad = (-len(pool_y)) % 8
-    pool_x = np.concatenate([pool_x, np.zeros((pad, pool_x.shape[1]), pool_x.dtype)])
-    pool_y = np.concatenate([pool_y, np.zeros(pad, pool_y.dtype)])
-    pool_dom = np.concatenate([pool_dom, np.full(pad, -1)])
     logging.info(
         "zoo: train pool %d, test sets %s", len(pool_y), {n: len(v[1]) for n, v in test.items()}
     )
+    grid = model_grid(
+        archs=archs, mixes=mixes, train_sizes=train_sizes, l2s=l2s, feat_dims=feat_dims
+    )
+    mesh = mesh if mesh is not None else sharding.data_mesh()
+    items = WorkItems(workdir / "snapshots", save=_save_item, load=_load_item)
+    todo = [(a_i, arch, int(s)) for a_i, arch in enumerate(archs) for s in snapshots]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-    names, groups, correct_parts = [], [], []
-    for a_i, arch in enumerate(config.archs):
-        specs = [s for s in model_grid(config) if s.arch == arch]
+        bar = tqdm(total=len(todo), desc="zoo items", leave=False)
+
+    names, groups, parts = [], [], []
+    longest = max(int(s) for s in snapshots)
+    for a_i, arch in enumerate(archs):
+        specs = [s for s in grid if s.arch == arch]
         hidden = _hidden(arch)
         model = BowClassifier(hidden=hidden)
-        keys = jax.random.split(jax.random.fold_in(init_key, a_i), len(specs))
-        x0 = jnp.zeros((1, config.hash_dim), jnp.float32)
-        params = jax.vmap(lambda k, model=model, x0=x0: model.init(k, x0)["params"])(keys)
-        masks = jnp.asarray(
-            np.arange(config.hash_dim)[None, :] < np.array([s.feat_dim for s in specs])[:, None],
-            jnp.float32,
-        )
-        l2s = jnp.asarray([s.l2 for s in specs], jnp.float32)
-        w = _example_weights(specs, pool_dom, jax.random.fold_in(weight_key, a_i))
-        batch = {"x": pool_x, "y": pool_y, "w": w}
-        tx = optax.adam(config.learning_rate)
-        state = train.create_train_state(params, tx)
-        loss_fn = _make_loss(model, masks, l2s)
-        arch_dir = workdir / arch
+        init_keys = jax.random.split(jax.random.fold_in(init_key, a_i), len(specs))
+        x0 = jnp.zeros((1, hash_dim), jnp.float32)
+        masks = np.arange(hash_dim)[None, :] < np.array([s.feat_dim for s in specs])[:, None]
+        hparams = {
+            "init": jax.vmap(lambda k, model=model, x0=x0: model.init(k, x0)["params"])(init_keys),
+            "mask": jnp.asarray(masks, jnp.float32),
+            "l2": jnp.asarray([s.l2 for s in specs], jnp.float32),
+            "weights": jnp.asarray(
+                _example_weights(specs, pool_dom, jax.random.fold_in(weight_key, a_i)).T
+            ),
+        }
+        keys = jax.random.split(jax.random.fold_in(train_key, a_i), len(specs))
+        if mesh.devices.size > 1 and len(specs) % mesh.devices.size == 0:
+            by_model = NamedSharding(mesh, PartitionSpec(sharding.DATA_AXIS))
+            hparams, keys = jax.device_put((hparams, keys), by_model)
 
-        def apply_fn(pm, x, model=model):
-            return model.apply({"params": mask_features(pm[0], pm[1])}, x)
+        def compute(steps, hidden=hidden, hparams=hparams, keys=keys):
+            params, losses = _train_jit(
+                keys,
+                hparams,
+                jnp.asarray(pool_x),
+                jnp.asarray(pool_y),
+                hidden=hidden,
+                learning_rate=float(learning_rate),
+                num_steps=steps,
+            )
+            corr = metrics.stacked_correct(
+                (params, hparams["mask"]), test, apply_fn=_masked_apply(hidden), mesh=mesh
+            )
+            packed = {f"correct/{n}": np.packbits(c, axis=1) for n, c in corr.items()}
+            return {**packed, "loss": np.asarray(losses).mean(axis=0)}
 
-        for steps in config.snapshots:
-            snap = arch_dir / f"snapshot_{steps}.npz"
-            ckpt_dir = arch_dir / "checkpoints"
-            done = []
-            if not snap.exists() and ckpt_dir.exists():
-                ckpt = Checkpointer(ckpt_dir)
-                done = ckpt.all_steps()
-                ckpt.close()
-            if done and max(done) > steps:
-                # Training went past this snapshot (its file was lost): evaluate the checkpoint
-                # saved at exactly this step, never a later one.
-                if steps not in done:
-                    raise RuntimeError(
-                        f"{snap} is missing and training in {arch_dir} is past step {steps} "
-                        f"with no checkpoint at that step (have {done}); delete {arch_dir} to "
-                        "retrain this architecture"
+        for steps in snapshots:
+            steps = int(steps)
+            item = items.get(f"{arch}_step{steps}", functools.partial(compute, steps))
+            if steps == longest:
+                _log_losses(workdir / arch, item["loss"], log_every)
+            parts.append(
+                {
+                    n: np.unpackbits(item[f"correct/{n}"], axis=1, count=len(test[n][1])).astype(
+                        bool
                     )
-                ckpt = Checkpointer(ckpt_dir)
-                restored = ckpt.restore(state, step=int(steps))
-                ckpt.close()
-                corr = batched_correct(apply_fn, (restored.params, masks), test, mesh=mesh)
-                _savez(snap, {n: np.packbits(c, axis=1) for n, c in corr.items()})
-            if not snap.exists():
-                loop = train.LoopConfig(
-                    num_steps=int(steps),
-                    log_every=config.log_every,
-                    checkpoint_every=config.checkpoint_every,
-                    progress=progress,
-                )
-                state, _ = train.train_loop(
-                    state,
-                    loss_fn=loss_fn,
-                    tx=tx,
-                    batch_fn=lambda step, batch=batch: batch,
-                    key=jax.random.fold_in(train_key, a_i),
-                    workdir=arch_dir,
-                    config=loop,
-                    mesh=mesh,
-                    desc=f"zoo {arch} to step {steps}",
-                )
-                corr = batched_correct(apply_fn, (state.params, masks), test, mesh=mesh)
-                _savez(snap, {n: np.packbits(c, axis=1) for n, c in corr.items()})
-            z = np.load(snap)
-            corr = {
-                n: np.unpackbits(z[n], axis=1, count=len(test[n][1])).astype(bool) for n in test
-            }
-            correct_parts.append(corr)
+                    for n in test
+                }
+            )
             names += [f"{s.name}@{steps}" for s in specs]
             groups += [s.group(doms) for s in specs]
-    correct = {n: np.concatenate([c[n] for c in correct_parts]) for n in test}
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    correct = {n: np.concatenate([c[n] for c in parts]) for n in test}
     acc = {n: c.mean(axis=1) for n, c in correct.items()}
     table = AccuracyTable(
         names=tuple(names),
         groups=tuple(groups),
         id_names=tuple(doms),
         id_acc=np.stack([acc[d] for d in doms], axis=1),
-        ood_names=tuple(config.ood_sets),
-        ood_acc=np.stack([acc[o] for o in config.ood_sets], axis=1),
+        ood_names=tuple(ood_sets),
+        ood_acc=np.stack([acc[o] for o in ood_sets], axis=1),
     )
     return table, correct
+
+
+def _log_losses(folder: pathlib.Path, losses: np.ndarray, every: int) -> None:
+    """Writes a mean training-loss curve [S] to ``folder/metrics.jsonl`` (rewritten each run)."""
+    logger = MetricsLogger(folder)
+    logger.truncate_after(-1)
+    for step in range(every, len(losses) + 1, every):
+        logger.write(step, split="train", loss=float(losses[step - 1]))
+    logger.close()

@@ -1,4 +1,5 @@
-"""Batched evaluation of stacked models against a per-model loop."""
+"""Batched evaluation of stacked models (``core.metrics.stacked_correct``, moved from effrob)
+against a per-model loop."""
 
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from robustml_jax import effrob
+from robustml_jax.core import metrics
 
 
 class _Mlp(nn.Module):
@@ -32,8 +34,11 @@ def _setup(m=5):
 
 def test_matches_per_model_loop():
     model, params, sets = _setup()
-    out = effrob.batched_correct(
-        lambda p, x: model.apply({"params": p}, x), effrob.stack_params(params), sets, chunk=16
+    out = metrics.stacked_correct(
+        effrob.stack_params(params),
+        sets,
+        apply_fn=lambda p, x: model.apply({"params": p}, x),
+        chunk=16,
     )
     for name, (x, y) in sets.items():
         assert out[name].shape == (5, len(y)) and out[name].dtype == bool
@@ -49,12 +54,16 @@ def test_binary_logit_and_errors():
     )
     x = np.random.default_rng(1).normal(size=(11, 6)).astype(np.float32)
     y = np.arange(11) % 2
-    out = effrob.batched_correct(lambda p, x: bow.apply({"params": p}, x), params, {"s": (x, y)})
+    out = metrics.stacked_correct(
+        params, {"s": (x, y)}, apply_fn=lambda p, x: bow.apply({"params": p}, x)
+    )
     for i in range(3):
         p = jax.tree.map(lambda a, i=i: a[i], params)
         np.testing.assert_array_equal(out["s"][i], (bow.apply({"params": p}, x) > 0) == (y == 1))
     with pytest.raises(ValueError, match="at least one"):
         effrob.stack_params([])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.stacked_correct(params, {}, apply_fn=lambda p, x: bow.apply({"params": p}, x))
 
 
 def test_sharded_over_four_devices_matches(tmp_path):
@@ -67,15 +76,16 @@ def test_sharded_over_four_devices_matches(tmp_path):
         import jax, numpy as np
         from tests.effrob.test_evaluate import _setup
         from robustml_jax import effrob
-        from robustml_jax.core import sharding
+        from robustml_jax.core import metrics, sharding
         assert jax.device_count() == 4
         model, params, sets = _setup(m=8)
         f = lambda p, x: model.apply({"params": p}, x)
         st = effrob.stack_params(params)
-        a = effrob.batched_correct(f, st, sets, mesh=sharding.data_mesh(4))
-        b = effrob.batched_correct(f, st, sets, mesh=sharding.data_mesh(1))
-        c = effrob.batched_correct(f, effrob.stack_params(params[:6]), sets, chunk=8,
-                                   mesh=sharding.data_mesh(4))  # examples sharded instead
+        run = metrics.stacked_correct
+        a = run(st, sets, apply_fn=f, mesh=sharding.data_mesh(4))
+        b = run(st, sets, apply_fn=f, mesh=sharding.data_mesh(1))
+        c = run(effrob.stack_params(params[:6]), sets, apply_fn=f, chunk=8,
+                mesh=sharding.data_mesh(4))  # examples sharded instead
         for n in sets:
             np.testing.assert_array_equal(a[n], b[n])
             np.testing.assert_array_equal(c[n], b[n][:6])

@@ -31,20 +31,45 @@ reference (tests); on the zoo, per-group |ER| shrinks and R^2 rises from single-
 
 import ml_collections
 
-from robustml_jax.core.experiment import unknown_config
+from robustml_jax.core import configs
+
+TASKS = ("openclip", "cifar10_1", "zoo", "csv")
+TRANSFORMS = ("logit", "probit")
+
+VARIANTS = {
+    "smoke": {
+        "num_bootstrap": 0,  # bootstrap intervals are covered by the unit tests
+        "openclip.ood_columns": "ImageNet v2,ObjectNet",
+        "cifar10_1.ood_splits": "v6",
+        "progress": False,
+        "zoo.hash_dim": 512,
+        "zoo.id_test_size": 300,
+        "zoo.mr_max": 300,
+        "zoo.ood_sets": ("dvd", "electronics", "sst2"),
+        "zoo.mixes": (1.0, 0.0, 0.5),
+        "zoo.train_sizes": (100, 400),
+        "zoo.l2s": (1e-3,),
+        "zoo.feat_dims": (512,),
+        "zoo.snapshots": (5, 15),
+        "zoo.log_every": 5,
+    },
+    "small": {},  # the documented default
+    "full": {
+        "num_bootstrap": 1000,
+        "zoo.mr_max": 10662,
+        "zoo.train_sizes": (50, 100, 200, 400, 800, 1300),
+        "zoo.feat_dims": (256, 1024, 4096),
+        "zoo.snapshots": (10, 30, 100, 300),
+    },
+}
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    """The documented default is ``small``; ``smoke`` and ``full`` override a few fields."""
+    c = configs.base()
     c.tasks = "openclip,cifar10_1,zoo"  # comma-separated; "csv" fits config.csv
     c.transform = "logit"
     c.num_bootstrap = 200
-    c.num_devices = 0  # 0 = all devices
-    c.distributed = ml_collections.ConfigDict(
-        {"coordinator_address": "", "num_processes": 1, "process_id": 0}
-    )
-    c.progress = True
 
     c.csv = ml_collections.ConfigDict()
     c.csv.path = ""
@@ -84,37 +109,50 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     z.train_sizes = (100, 400, 1200)
     z.l2s = (1e-5, 1e-3)
     z.feat_dims = (512, 4096)
-    z.snapshots = (10, 30, 100)
+    z.snapshots = (10, 30, 100)  # full-batch Adam steps at which every model is evaluated
     z.learning_rate = 0.1
-    z.log_every = 10
-    z.checkpoint_every = 50
+    z.log_every = 10  # steps between the mean training losses written to metrics.jsonl
+    return configs.variant(c, arg, VARIANTS)
 
-    if arg == "smoke":
-        c.num_bootstrap = 0  # bootstrap intervals are covered by the unit tests
-        c.openclip.ood_columns = "ImageNet v2,ObjectNet"
-        c.cifar10_1.ood_splits = "v6"
-        c.progress = False
-        z.hash_dim = 512
-        z.id_test_size = 300
-        z.mr_max = 300
-        z.ood_sets = ("dvd", "electronics", "sst2")
-        z.mixes = (1.0, 0.0, 0.5)
-        z.train_sizes = (100, 400)
-        z.l2s = (1e-3,)
-        z.feat_dims = (512,)
-        z.snapshots = (5, 15)
-        z.checkpoint_every = 5
-        z.log_every = 5
-    elif arg == "small":
-        pass
-    elif arg == "full":
-        c.num_bootstrap = 1000
-        z.mr_max = 10662
-        z.train_sizes = (50, 100, 200, 400, 800, 1300)
-        z.l2s = (1e-5, 1e-3)
-        z.feat_dims = (256, 1024, 4096)
-        z.snapshots = (10, 30, 100, 300)
-        z.checkpoint_every = 50
-    else:
-        raise unknown_config(arg)
-    return c
+
+def _names(s: str) -> list[str]:
+    return [t.strip() for t in s.split(",") if t.strip()]
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raises ``ConfigError`` for values a user could get wrong on the command line."""
+    configs.check(
+        c,
+        "tasks",
+        lambda v: _names(v) and set(_names(v)) <= set(TASKS),
+        f"a comma-separated list of {', '.join(TASKS)}",
+    )
+    configs.check(c, "transform", lambda v: v in TRANSFORMS, f"one of {', '.join(TRANSFORMS)}")
+    configs.check(c, "num_bootstrap", lambda v: v == 0 or v >= 2, "0 (none) or at least 2")
+    configs.check(c, "csv.scale", lambda v: v > 0, "positive (100 for percentages)")
+    if "csv" in _names(c.tasks):
+        configs.check(c, "csv.path", bool, "the accuracy CSV to fit (task 'csv')")
+        configs.check(c, "csv.id_columns", _names, "one or more comma-separated ID columns")
+        configs.check(c, "csv.ood_columns", _names, "one or more comma-separated OOD columns")
+    z = "zoo."
+    configs.check(c, z + "id_domains", lambda v: len(v) >= 1, "one or more Blitzer domains")
+    configs.check(c, z + "ood_sets", lambda v: len(v) >= 1, "one or more OOD sets")
+    for f in ("id_test_size", "mr_max", "learning_rate", "log_every"):
+        configs.check(c, z + f, lambda v: v > 0, "positive")
+    configs.check(c, z + "hash_dim", lambda v: v > 0 and v & (v - 1) == 0, "a power of two")
+    configs.check(c, z + "mixes", lambda v: v and all(0 <= m <= 1 for m in v), "in [0, 1]")
+    configs.check(c, z + "train_sizes", lambda v: v and min(v) > 0, "positive")
+    configs.check(c, z + "l2s", lambda v: v and min(v) >= 0, "non-negative")
+    configs.check(
+        c,
+        z + "feat_dims",
+        lambda v: v and 0 < min(v) and max(v) <= c.zoo.hash_dim,
+        "in [1, zoo.hash_dim]",
+    )
+    configs.check(c, z + "snapshots", lambda v: v and min(v) > 0, "positive step counts")
+    configs.check(
+        c,
+        z + "archs",
+        lambda v: v and all(a == "linear" or (a[:3] == "mlp" and a[3:].isdigit()) for a in v),
+        "'linear' or 'mlp<H>' names",
+    )

@@ -7,7 +7,7 @@ beam 10). libpecos needs older numpy/scipy than jax, so it runs in its own virtu
 created here on first use::
 
     python -m benchmarks.xmc_vs_pecos                       # 20k x 50k x 5k, 4k queries
-    python -m benchmarks.xmc_vs_pecos --train 5000 --features 20000 --labels 2000 --test 2000
+    python -m benchmarks.xmc_vs_pecos --train=5000 --features=20000 --labels=2000 --test=2000
 
 Writes ``benchmarks/results/xmc_vs_pecos.json``. If libpecos cannot be installed (no wheel for
 this Python, no package index), the JSON says so and holds our numbers only.
@@ -15,7 +15,6 @@ this Python, no package index), the JSON says so and holds our numbers only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -27,11 +26,23 @@ import time
 import jax
 import numpy as np
 import scipy.sparse as sp
+from absl import app, flags
 
 from robustml_jax import xmc
 from robustml_jax.core.results import write_results
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+_TRAIN = flags.DEFINE_integer("train", 20_000, "Synthetic training instances.")
+_TEST = flags.DEFINE_integer("test", 4_000, "Synthetic test queries.")
+_FEATURES = flags.DEFINE_integer("features", 50_000, "Synthetic feature dimension.")
+_LABELS = flags.DEFINE_integer("labels", 5_000, "Synthetic label count.")
+_NNZ = flags.DEFINE_integer("nnz", 64, "Non-zeros per synthetic row.")
+_BEAM = flags.DEFINE_integer("beam", 10, "Beam size.")
+_TOPK = flags.DEFINE_integer("topk", 10, "Labels predicted per query.")
+_VENV = flags.DEFINE_string("venv", "/tmp/pecos_venv", "Virtual environment for libpecos.")
+_SKIP_REAL = flags.DEFINE_bool("skip_real", False, "Skip Bibtex/Delicious.")
+_OUT = flags.DEFINE_string("out", str(RESULTS / "xmc_vs_pecos.json"), "Output JSON file.")
 
 _PECOS_SCRIPT = r"""
 import json, sys, time
@@ -158,23 +169,12 @@ def precision(pred, Ytr, Yte) -> dict:
     return {k: round(100 * float(r[k]), 2) for k in ("P@1", "P@3", "P@5")}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--train", type=int, default=20_000)
-    ap.add_argument("--test", type=int, default=4_000)
-    ap.add_argument("--features", type=int, default=50_000)
-    ap.add_argument("--labels", type=int, default=5_000)
-    ap.add_argument("--nnz", type=int, default=64)
-    ap.add_argument("--noise-frac", type=float, default=0.75)
-    ap.add_argument("--beam", type=int, default=10)
-    ap.add_argument("--topk", type=int, default=10)
-    ap.add_argument("--venv", default="/tmp/pecos_venv")
-    ap.add_argument("--skip-real", action="store_true", help="skip Bibtex/Delicious")
-    ap.add_argument("--out", default=str(RESULTS / "xmc_vs_pecos.json"))
-    args = ap.parse_args(argv)
-    kw = {"leaf": 16, "splits": 2, "beam": args.beam, "topk": args.topk}
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    kw = {"leaf": 16, "splits": 2, "beam": _BEAM.value, "topk": _TOPK.value}
 
-    py, venv_note = ensure_pecos_venv(pathlib.Path(args.venv))
+    py, venv_note = ensure_pecos_venv(pathlib.Path(_VENV.value))
     out = {
         "machine": f"{os.cpu_count()} CPU cores, jax {jax.__version__} on "
         f"{jax.devices()[0].platform}",
@@ -182,13 +182,18 @@ def main(argv=None):
         "settings": {**kw, "rows": "l2-normalised"},
     }
     data = xmc.synthetic_xmc(
-        jax.random.key(0), args.train, args.test, args.features, args.labels, nnz_per_row=args.nnz
+        jax.random.key(0),
+        _TRAIN.value,
+        _TEST.value,
+        _FEATURES.value,
+        _LABELS.value,
+        nnz_per_row=_NNZ.value,
     )
     Xtr, Ytr = data["train"]["X"], data["train"]["Y"]
     Xte, Yte = data["test"]["X"], data["test"]["Y"]
     syn = {
-        "shape": f"{args.train} train x {args.features} features x {args.labels} labels, "
-        f"{args.test} queries, {args.nnz} nnz/row"
+        "shape": f"{_TRAIN.value} train x {_FEATURES.value} features x {_LABELS.value} labels, "
+        f"{_TEST.value} queries, {_NNZ.value} nnz/row"
     }
     ours = run_ours(Xtr, Ytr, Xte, **kw)
     syn["ours"] = {k: v for k, v in ours.items() if k != "pred"}
@@ -201,7 +206,7 @@ def main(argv=None):
         syn["ratio_predict_ours_over_pecos"] = ours["predict_s"] / pe["predict_s"]
     out["synthetic"] = syn
     print(json.dumps(syn, indent=1), flush=True)
-    if not args.skip_real:
+    if not _SKIP_REAL.value:
         for name in ("bibtex", "delicious"):
             tr, te = xmc.load_dataset(name, "train"), xmc.load_dataset(name, "test")
             keep = tr["Y"].getnnz(1) > 0
@@ -215,8 +220,9 @@ def main(argv=None):
                 res[who]["P@k"] = precision(pred, Ytr, Yte)
             out[name] = res
             print(name, json.dumps(res), flush=True)
-    write_results(pathlib.Path(args.out).parent, out, name=pathlib.Path(args.out).name)
+    out_path = pathlib.Path(_OUT.value)
+    write_results(out_path.parent, out, name=out_path.name)
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -1,16 +1,15 @@
-"""Library side of the paper-6 experiment: ``train_and_evaluate(config, workdir, runtime)``.
+"""Orchestration of the paper-6 experiment: ``train_and_evaluate(config, workdir, runtime)``.
 
-Per dataset: train M tree members (each saved with orbax as it finishes, so a killed run
-resumes at the next member), evaluate the single model and the ensemble (P/nDCG/PSP/R@k),
-measure the beam approximation against exact all-label scoring for several beam sizes, and
-run misclassification and OOD detection with the uncertainty scores against the single-model
-score baseline.
+Per dataset: train M tree members (each a ``WorkItems`` item saved atomically as it finishes,
+so a killed run resumes at the next member), evaluate the single model and the ensemble
+(P/nDCG/PSP/R@k), measure the beam approximation against exact all-label scoring for several
+beam sizes, and run misclassification and OOD detection with the uncertainty scores against
+the single-model score baseline.
 """
 
 from __future__ import annotations
 
 import pathlib
-import shutil
 import time
 
 import jax
@@ -18,9 +17,8 @@ import numpy as np
 from tqdm import tqdm
 
 from robustml_jax import xmc
-from robustml_jax.core import paths
+from robustml_jax.core import paths, plotting
 from robustml_jax.core.distributed import Runtime
-from robustml_jax.core.results import save_figure
 
 _KS = (1, 3, 5)
 
@@ -63,6 +61,7 @@ def prepare(spec: str, config) -> dict:
 
 
 def tree_kwargs(config) -> dict:
+    """The :func:`xmc.fit_tree_model` options of a config."""
     return {
         "max_leaf_size": config.max_leaf_size,
         "nr_splits": config.nr_splits,
@@ -76,15 +75,15 @@ def tree_kwargs(config) -> dict:
 
 
 def train_members(X, Y, *, key, num: int, folder: pathlib.Path, config, desc: str):
-    """Trains (or reloads) ``num`` members; member m uses ``fold_in(key, m)``."""
+    """Trains (or reloads) ``num`` members; member m uses ``fold_in(key, m)``.
+
+    Returns:
+      (members, fit seconds of the members trained in this call).
+    """
+    items = xmc.model_items(folder)
     members, seconds = [], []
-    for m in tqdm(range(num), desc=desc, disable=not config.progress):
-        path = folder / f"member_{m:02d}"
-        if (path / "meta.json").is_file():
-            members.append(xmc.load_model(path))
-            continue
-        if path.exists():  # a member killed while saving
-            shutil.rmtree(path)
+
+    def fit(m):
         t0 = time.perf_counter()
         model = xmc.fit_member(
             X,
@@ -94,8 +93,10 @@ def train_members(X, Y, *, key, num: int, folder: pathlib.Path, config, desc: st
             **tree_kwargs(config),
         )
         seconds.append(time.perf_counter() - t0)
-        xmc.save_model(model, path)
-        members.append(model)
+        return model
+
+    for m in tqdm(range(num), desc=desc, disable=not config.progress):
+        members.append(items.get(f"member_{m:02d}", lambda m=m: fit(m)))
     return members, seconds
 
 
@@ -107,18 +108,6 @@ def _ranking(labels, Y_test, inv_prop) -> dict:
     return {k: 100.0 * float(v) for k, v in r.items()}
 
 
-def _detect(scores: dict, positive: np.ndarray) -> dict:
-    out = {}
-    for name, s in scores.items():
-        s = np.asarray(s, np.float32).ravel()
-        pos = np.asarray(positive, bool).ravel()
-        out[name] = {
-            "auroc": float(xmc.auroc(s, pos)),
-            "aupr": float(xmc.average_precision(s, pos)),
-        }
-    return out
-
-
 def approximation_study(members, X, Y, inv_prop, *, beams, topk) -> dict:
     """Beam-approximated ensemble vs exact all-label scoring, per beam size.
 
@@ -127,7 +116,6 @@ def approximation_study(members, X, Y, inv_prop, *, beams, topk) -> dict:
     the largest error); the beam bound is checked for every (instance, label).
     """
     exact, p_all = xmc.ensemble_exact(members, X, topk=topk, return_all=True)
-    mean_all = p_all.mean(0)  # [N, L]
     exact_inst = xmc.instance_uncertainty(exact)
     res = {"exact": _ranking(exact.labels, Y, inv_prop), "beams": {}}
     max_beam = min(m.num_leaf_clusters for m in members)
@@ -135,27 +123,13 @@ def approximation_study(members, X, Y, inv_prop, *, beams, topk) -> dict:
         if b > max_beam:
             continue
         k = min(topk, b * min(m.levels[-1].branching for m in members))
-        approx_p = np.zeros_like(p_all)
-        bound = np.zeros_like(mean_all)
-        for i, m in enumerate(members):
-            out = xmc.beam_search(m, X, beam_size=b, topk=k)
-            got = np.zeros(mean_all.shape, bool)
-            rows, cols = np.nonzero(out.labels >= 0)
-            got[rows, out.labels[rows, cols]] = True
-            approx_p[i][rows, out.labels[rows, cols]] = out.scores[rows, cols]
-            bound += np.where(got, 0.0, out.tail_bound[:, None]) / len(members)
-        diff = np.abs(approx_p.mean(0) - mean_all)
-        on_top = np.take_along_axis(diff, exact.labels, 1)
+        errs = xmc.beam_approximation_errors(members, X, p_all, exact.labels, beam=b, topk=k)
         approx = xmc.ensemble_predict(members, X, beam_size=b, topk=k)
         inst = xmc.instance_uncertainty(approx)
         res["beams"][str(b)] = {
-            "mean_abs_err": float(on_top.mean()),
-            "max_abs_err": float(diff.max(1).mean()),
-            "mean_bound": float(np.take_along_axis(bound, exact.labels, 1).mean()),
-            "bound_violations": int((diff > bound + 1e-5).sum()),
-            "labels_checked": int(diff.size),
+            **errs,
             "top1_agreement": float(np.mean(approx.labels[:, 0] == exact.labels[:, 0])),
-            "instance_total_abs_err": float(np.mean(np.abs(inst["total"] - exact_inst["total"]))),
+            "instance_total_abs_err": float(np.mean(np.abs(inst.total - exact_inst.total))),
             "P@1": _ranking(approx.labels, Y, inv_prop)["P@1"],
         }
     return res
@@ -170,8 +144,10 @@ def misclassification_study(members, X, Y, *, beam, topk, k) -> dict:
     wrong_e = ~np.asarray(xmc.topk_hits(ens.labels[:, :k], truth))
     sel = lambda a: a[:, :k]
     return {
-        "single_model": _detect({"one_minus_score": 1.0 - sel(single.scores)}, wrong_s),
-        "ensemble": _detect(
+        "single_model": xmc.detection_metrics(
+            {"one_minus_score": 1.0 - sel(single.scores)}, wrong_s
+        ),
+        "ensemble": xmc.detection_metrics(
             {
                 "one_minus_mean": 1.0 - sel(ens.mean),
                 "total_entropy": sel(ens.total),
@@ -191,16 +167,16 @@ def ood_study(members, X, is_ood, *, beam, topk) -> dict:
     ens = xmc.ensemble_predict(members, X, beam_size=beam, topk=topk)
     s_inst, e_inst = xmc.instance_uncertainty(single), xmc.instance_uncertainty(ens)
     return {
-        "single_model": _detect(
+        "single_model": xmc.detection_metrics(
             {
-                "one_minus_top": s_inst["one_minus_top"],
-                "entropy": s_inst["total"],
-                "cat_entropy": s_inst["cat_total"],
+                "one_minus_top": s_inst.one_minus_top,
+                "entropy": s_inst.total,
+                "cat_entropy": s_inst.cat_total,
             },
             is_ood,
         ),
-        "ensemble": _detect(
-            {f"{k}": v for k, v in e_inst.items()},
+        "ensemble": xmc.detection_metrics(
+            e_inst._asdict(),
             is_ood,
         ),
         "num_ood": int(is_ood.sum()),
@@ -212,13 +188,8 @@ def ood_study(members, X, is_ood, *, beam, topk) -> dict:
 
 
 def _plots(name: str, res: dict, workdir: pathlib.Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = []
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, ax = plotting.subplots(1, 2, figsize=(9, 3.2))
     ks = [f"P@{k}" for k in _KS]
     x = np.arange(len(ks))
     ax[0].bar(x - 0.2, [res["single"][k] for k in ks], 0.4, label="single")
@@ -241,12 +212,12 @@ def _plots(name: str, res: dict, workdir: pathlib.Path) -> list[str]:
         ax[1].set_title("beam approximation of the mean score")
         ax[1].legend()
     p = workdir / f"{name}_precision_approx.png"
-    save_figure(fig, p)
+    plotting.save(fig, p)
     out.append(p.name)
     det = [("miscls", res.get("miscls")), ("ood", res.get("ood"))]
     det = [(k, v) for k, v in det if v]
     if det:
-        fig, axes = plt.subplots(1, len(det), figsize=(4.5 * len(det), 3.2), squeeze=False)
+        fig, axes = plotting.subplots(1, len(det), figsize=(4.5 * len(det), 3.2), squeeze=False)
         for a, (kind, d) in zip(axes[0], det, strict=True):
             names, vals = [], []
             for who in ("single_model", "ensemble"):
@@ -258,7 +229,7 @@ def _plots(name: str, res: dict, workdir: pathlib.Path) -> list[str]:
             a.set_xlim(0.3, 1.0)
             a.set_title(f"{name}: {kind} AUROC")
         p = workdir / f"{name}_detection.png"
-        save_figure(fig, p)
+        plotting.save(fig, p)
         out.append(p.name)
     return out
 
@@ -313,7 +284,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 for m in members
             ],
         }
-        if d["Y_train"].shape[1] <= config.get("exact_max_labels", 20000):
+        if d["Y_train"].shape[1] <= config.exact_max_labels:
             n = min(config.exact_max_test, d["X_test"].shape[0])
             res["approx"] = approximation_study(
                 members,
@@ -341,8 +312,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 num_groups=config.ood_groups,
             )
             ood_members, _ = train_members(
-                split["X_train"],
-                split["Y_train"],
+                split.X_train,
+                split.Y_train,
                 key=k_ood_members,
                 num=config.ood_members,
                 folder=workdir / name / "ood_members",
@@ -351,9 +322,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             )
             beam = min(config.beam_size, min(m.num_leaf_clusters for m in ood_members))
             res["ood"] = ood_study(
-                ood_members, split["X_test"], split["is_ood"], beam=beam, topk=config.topk
+                ood_members, split.X_test, split.is_ood, beam=beam, topk=config.topk
             )
-            res["ood"]["held_out_labels"] = int(len(split["held_out"]))
+            res["ood"]["held_out_labels"] = int(len(split.held_out))
         results["plots"] += _plots(name, res, workdir)
         results[name] = res
     return results

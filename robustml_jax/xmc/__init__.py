@@ -1,5 +1,11 @@
 """Extreme multi-label classification: data, metrics, an XR-Linear-style tree model with beam
-search, and ensemble uncertainty quantification (paper 6; the substrate for ELIAS, paper 7)."""
+search, and ensemble uncertainty quantification (paper 6; the substrate for ELIAS, paper 7).
+
+Modules: ``_data`` (loaders, checks, padded rows, synthetic data), ``_cluster`` (PIFA, balanced
+k-means), ``_rankers`` (level rankers, Newton-CG), ``_beam`` (beam search over any node scorer),
+``_tree`` (the tree model), ``_io`` (atomic save/load), ``_uq`` (ensemble uncertainty),
+``_evaluate`` (detection and beam-approximation studies).
+"""
 
 from robustml_jax.core.metrics import (
     auroc,
@@ -9,8 +15,11 @@ from robustml_jax.core.metrics import (
     ranking_metrics,
     topk_hits,
 )
+from robustml_jax.xmc._beam import BeamOutput, ScoreFn, SlotBeam, all_paths, beam_search_slots
+from robustml_jax.xmc._cluster import balanced_kmeans, level_depths, pifa_embeddings, split_depth
 from robustml_jax.xmc._data import (
     PaddedRows,
+    bucket_size,
     check_features,
     check_labels,
     l2_normalize_rows,
@@ -20,22 +29,31 @@ from robustml_jax.xmc._data import (
     pad_rows,
     synthetic_xmc,
 )
-from robustml_jax.xmc._tree import (
-    BeamOutput,
+from robustml_jax.xmc._evaluate import beam_approximation_errors, detection_metrics
+from robustml_jax.xmc._io import load_model, model_items, save_model
+from robustml_jax.xmc._rankers import (
     Level,
+    LevelProblem,
+    level_problem,
+    make_pairs,
+    newton_cg,
+    solve_level,
+)
+from robustml_jax.xmc._tree import (
     TreeModel,
-    balanced_kmeans,
     beam_search,
     fit_tree_model,
-    load_model,
-    pifa_embeddings,
     predict,
-    save_model,
     score_all_labels,
+    tree_scorer,
 )
 from robustml_jax.xmc._uq import (
     EnsembleOutput,
+    InstanceUncertainty,
+    LabelUncertainty,
+    OODSplit,
     binary_entropy,
+    combine_members,
     ensemble_exact,
     ensemble_predict,
     fit_member,
@@ -47,16 +65,28 @@ from robustml_jax.xmc._uq import (
 __all__ = [
     "BeamOutput",
     "EnsembleOutput",
+    "InstanceUncertainty",
+    "LabelUncertainty",
     "Level",
+    "LevelProblem",
+    "OODSplit",
     "PaddedRows",
+    "ScoreFn",
+    "SlotBeam",
     "TreeModel",
+    "all_paths",
     "auroc",
     "average_precision",
     "balanced_kmeans",
+    "beam_approximation_errors",
     "beam_search",
+    "beam_search_slots",
     "binary_entropy",
+    "bucket_size",
     "check_features",
     "check_labels",
+    "combine_members",
+    "detection_metrics",
     "ensemble_exact",
     "ensemble_predict",
     "fit_member",
@@ -66,10 +96,15 @@ __all__ = [
     "l2_normalize_rows",
     "label_uncertainty",
     "labels_to_padded",
+    "level_depths",
+    "level_problem",
     "load_dataset",
     "load_model",
     "load_pecos_npz",
     "load_xc_text",
+    "make_pairs",
+    "model_items",
+    "newton_cg",
     "ood_split",
     "pad_rows",
     "pifa_embeddings",
@@ -77,6 +112,9 @@ __all__ = [
     "ranking_metrics",
     "save_model",
     "score_all_labels",
+    "solve_level",
+    "split_depth",
     "synthetic_xmc",
     "topk_hits",
+    "tree_scorer",
 ]

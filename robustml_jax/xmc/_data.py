@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "PaddedRows",
+    "bucket_size",
     "check_features",
     "check_labels",
     "l2_normalize_rows",
@@ -91,15 +93,26 @@ def check_features(X, num_features: int | None = None, *, name: str = "X") -> sp
     return X
 
 
-class PaddedRows:
+class PaddedRows(NamedTuple):
     """Rows of a CSR matrix padded to a common length R (padding: column 0, value 0).
 
     Attributes:
       cols: int32 [N, R]; vals: float32 [N, R].
     """
 
-    def __init__(self, cols: np.ndarray, vals: np.ndarray):
-        self.cols, self.vals = cols, vals
+    cols: np.ndarray
+    vals: np.ndarray
+
+
+def bucket_size(n: int) -> int:
+    """Rounds a size up so that members and levels share compiled programs: a power of two up
+    to 2^18 (compilation dominates there), above that a multiple of a quarter octave (at most
+    25% padding where the arithmetic dominates)."""
+    n = max(int(n), 1)
+    if n <= 1 << 18:
+        return max(256, 1 << (n - 1).bit_length())
+    step = 1 << ((n - 1).bit_length() - 3)
+    return -(-n // step) * step
 
 
 def pad_rows(X: sp.csr_matrix, width: int | None = None) -> PaddedRows:

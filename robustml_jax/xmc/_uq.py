@@ -23,7 +23,6 @@ Shapes: M members, N instances, K labels kept, k labels per member, L labels.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -31,11 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
-from robustml_jax.xmc import _data, _tree
+from robustml_jax.xmc import _cluster, _data, _tree
 
 __all__ = [
     "EnsembleOutput",
+    "InstanceUncertainty",
+    "LabelUncertainty",
+    "OODSplit",
     "binary_entropy",
+    "combine_members",
     "ensemble_exact",
     "ensemble_predict",
     "fit_member",
@@ -76,28 +79,64 @@ def binary_entropy(p: jax.Array) -> jax.Array:
     return -(p * jnp.log(p) + (1.0 - p) * jnp.log1p(-p))
 
 
-def label_uncertainty(p: jax.Array) -> dict:
+class LabelUncertainty(NamedTuple):
+    """Label-level uncertainty, each [...] (the member axis reduced).
+
+    Attributes:
+      mean, var: mean and variance of the member probabilities.
+      total, aleatoric, epistemic: H(mean), E_m H(p_m), and their difference clamped at 0
+        (the difference is >= 0 by Jensen; the clamp only removes float rounding).
+    """
+
+    mean: jax.Array
+    var: jax.Array
+    total: jax.Array
+    aleatoric: jax.Array
+    epistemic: jax.Array
+
+
+def label_uncertainty(p: jax.Array) -> LabelUncertainty:
     """Label-level uncertainty from member probabilities ``p`` [M, ...] (reduced over axis 0)."""
     mean = jnp.mean(p, 0)
     total = binary_entropy(mean)
     alea = jnp.mean(binary_entropy(p), 0)
-    return {
-        "mean": mean,
-        "var": jnp.var(p, 0),
-        "total": total,
-        "aleatoric": alea,
-        "epistemic": jnp.maximum(total - alea, 0.0),
-    }
+    return LabelUncertainty(
+        mean=mean,
+        var=jnp.var(p, 0),
+        total=total,
+        aleatoric=alea,
+        epistemic=jnp.maximum(total - alea, 0.0),
+    )
 
 
-def instance_uncertainty(out: EnsembleOutput) -> dict:
-    """Instance-level uncertainty: label-level values averaged over the retrieved labels.
+class InstanceUncertainty(NamedTuple):
+    """Instance-level uncertainty, each float [N]; larger means more uncertain.
+
+    Attributes:
+      total, aleatoric, epistemic, var: label-level (Bernoulli) values averaged over the
+        retrieved labels.
+      one_minus_top: 1 - best mean score.
+      cat_total, cat_epistemic: entropy and mutual information of the scores normalised over
+        the retrieved labels (a categorical per member).
+    """
+
+    total: np.ndarray
+    aleatoric: np.ndarray
+    epistemic: np.ndarray
+    var: np.ndarray
+    one_minus_top: np.ndarray
+    cat_total: np.ndarray
+    cat_epistemic: np.ndarray
+
+
+def instance_uncertainty(out: EnsembleOutput) -> InstanceUncertainty:
+    """Instance-level uncertainty from an ensemble prediction (host side, numpy).
+
+    Args:
+      out: an :class:`EnsembleOutput` for N instances.
 
     Returns:
-      dict of [N] arrays; larger means more uncertain. ``total``/``aleatoric``/``epistemic``/
-      ``var``: label-level (Bernoulli) values averaged; ``one_minus_top``: 1 - best mean score;
-      ``cat_total``/``cat_epistemic``: entropy split of the scores normalised over the retrieved
-      labels (a categorical per member).
+      :class:`InstanceUncertainty`.
     """
     ok = out.labels >= 0
     cnt = np.maximum(ok.sum(1), 1)
@@ -109,23 +148,30 @@ def instance_uncertainty(out: EnsembleOutput) -> dict:
     ent = lambda a: -(np.where(a > 0, a * np.log(np.maximum(a, 1e-300)), 0.0)).sum(-1)
     cat_total = ent(q.mean(0))
     cat_alea = ent(q).mean(0)
-    return {
-        "total": avg(out.total),
-        "aleatoric": avg(out.aleatoric),
-        "epistemic": avg(out.epistemic),
-        "var": avg(out.var),
-        "one_minus_top": 1.0 - out.mean[:, 0],
-        "cat_total": cat_total,
-        "cat_epistemic": np.maximum(cat_total - cat_alea, 0.0),
-    }
+    return InstanceUncertainty(
+        total=avg(out.total),
+        aleatoric=avg(out.aleatoric),
+        epistemic=avg(out.epistemic),
+        var=avg(out.var),
+        one_minus_top=1.0 - out.mean[:, 0],
+        cat_total=cat_total,
+        cat_epistemic=np.maximum(cat_total - cat_alea, 0.0),
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("topk",))
-def _combine(labels, scores, taus, *, topk):
-    """Merges member top-k lists into the ensemble's ranked top-K (one instance, vmapped).
+def combine_members(
+    labels: jax.Array, scores: jax.Array, taus: jax.Array, *, topk: int
+) -> EnsembleOutput:
+    """Merges member top-k lists into the ensemble's ranked top-K. Pure and jittable.
 
     Args:
-      labels, scores: [M, k] per-member predictions; taus: [M] per-member tail bounds.
+      labels: int32 [M, N, k] each member's labels (-1 = none).
+      scores: float32 [M, N, k] their path scores.
+      taus: float32 [M, N] each member's tail bound (largest pruned path score).
+      topk: K, static.
+
+    Returns:
+      :class:`EnsembleOutput` of jax arrays.
     """
 
     def one(labels, scores, taus):
@@ -138,23 +184,27 @@ def _combine(labels, scores, taus, *, topk):
         p = jnp.sum(jnp.where(match, scores[:, None, :], 0.0), -1)  # [M, U]
         reached = jnp.any(match, -1)
         stats = label_uncertainty(p)
-        key = jnp.where(keep, stats["mean"], -jnp.inf)
+        key = jnp.where(keep, stats.mean, -jnp.inf)
         _, idx = jax.lax.top_k(key, topk)
         ok = jnp.isfinite(key[idx])
         bound = jnp.sum(jnp.where(reached, 0.0, taus[:, None]), 0) / m
         pick = lambda a: jnp.where(ok, a[idx], 0.0)
         # Pooled labels that did not make the top-K are bounded by their own mean + bound.
         dropped = keep & ~jnp.zeros(cand.shape, bool).at[idx].set(ok)
-        tail = jnp.maximum(jnp.mean(taus), jnp.max(jnp.where(dropped, stats["mean"] + bound, 0.0)))
-        return (
+        tail = jnp.maximum(jnp.mean(taus), jnp.max(jnp.where(dropped, stats.mean + bound, 0.0)))
+        return EnsembleOutput(
             jnp.where(ok, cand[idx], -1),
-            {k_: pick(v) for k_, v in stats.items()},
-            pick(bound),
-            tail,
-            jnp.where(ok[None, :], p[:, idx], 0.0),
+            *(pick(v) for v in stats),
+            bound=pick(bound),
+            tail_bound=tail,
+            member_scores=jnp.where(ok[None, :], p[:, idx], 0.0),
         )
 
-    return jax.vmap(one, in_axes=(1, 1, 1), out_axes=(0, 0, 0, 0, 1))(labels, scores, taus)
+    out_axes = EnsembleOutput(*([0] * 8), member_scores=1)
+    return jax.vmap(one, in_axes=(1, 1, 1), out_axes=out_axes)(labels, scores, taus)
+
+
+_combine_jit = jax.jit(combine_members, static_argnames=("topk",))
 
 
 def ensemble_predict(
@@ -165,12 +215,17 @@ def ensemble_predict(
     topk: int = 10,
     member_topk: int | None = None,
 ) -> EnsembleOutput:
-    """Ensemble prediction with the beam approximation.
+    """Ensemble prediction with the beam approximation (host wrapper: one beam search per
+    member, then the jitted :func:`combine_members`, compiled once per shape).
 
     Args:
       members: trained tree models on the same label space.
       X: CSR [N, D] queries.
+      beam_size: each member's beam; topk: K labels kept.
       member_topk: labels each member returns (default ``topk``).
+
+    Returns:
+      :class:`EnsembleOutput` of numpy arrays.
     """
     if not members:
         raise ValueError("need at least one ensemble member")
@@ -179,22 +234,14 @@ def ensemble_predict(
     labels = jnp.asarray(np.stack([o.labels for o in outs]))
     scores = jnp.asarray(np.stack([o.scores for o in outs]))
     taus = jnp.asarray(np.stack([o.tail_bound for o in outs]))
-    lab, st, bound, tail, ms = _combine(labels, scores, taus, topk=topk)
-    return EnsembleOutput(
-        labels=np.asarray(lab),
-        mean=np.asarray(st["mean"]),
-        var=np.asarray(st["var"]),
-        total=np.asarray(st["total"]),
-        aleatoric=np.asarray(st["aleatoric"]),
-        epistemic=np.asarray(st["epistemic"]),
-        bound=np.asarray(bound),
-        tail_bound=np.asarray(tail),
-        member_scores=np.asarray(ms),
-    )
+    return EnsembleOutput(*(np.asarray(a) for a in _combine_jit(labels, scores, taus, topk=topk)))
 
 
 def ensemble_exact(members: list[_tree.TreeModel], X, *, topk: int = 10, return_all: bool = False):
     """The reference: every member scores every label exactly (small label sets only).
+
+    Args:
+      members: trained tree models; X: CSR [N, D] queries; topk: K.
 
     Returns:
       :class:`EnsembleOutput` (bounds are 0); with ``return_all`` also the member scores of
@@ -202,12 +249,12 @@ def ensemble_exact(members: list[_tree.TreeModel], X, *, topk: int = 10, return_
     """
     p = np.stack([_tree.score_all_labels(m, X) for m in members])  # [M, N, L]
     stats = label_uncertainty(jnp.asarray(p))
-    _, idx = jax.lax.top_k(stats["mean"], topk)
+    _, idx = jax.lax.top_k(stats.mean, topk)
     idx = np.asarray(idx)
     take = lambda a: np.take_along_axis(np.asarray(a), idx, axis=-1)
     out = EnsembleOutput(
         labels=idx.astype(np.int32),
-        **{k: take(v) for k, v in stats.items()},
+        **{k: take(v) for k, v in stats._asdict().items()},
         bound=np.zeros(idx.shape, np.float32),
         tail_bound=np.zeros(idx.shape[0], np.float32),
         member_scores=np.take_along_axis(p, idx[None], axis=-1),
@@ -216,7 +263,13 @@ def ensemble_exact(members: list[_tree.TreeModel], X, *, topk: int = 10, return_
 
 
 def fit_member(X, Y, *, key: jax.Array, bootstrap: bool = False, **tree_kwargs):
-    """One ensemble member: its own clustering seed and, optionally, a bootstrap sample."""
+    """One ensemble member: its own clustering seed and, optionally, a bootstrap sample.
+
+    Args:
+      X: CSR [N, D]; Y: CSR [N, L]; key: PRNG key (split into clustering and bootstrap keys).
+      bootstrap: train on N rows drawn with replacement.
+      **tree_kwargs: :func:`fit_tree_model` options.
+    """
     k_tree, k_boot = jax.random.split(key)
     if bootstrap:
         n = X.shape[0]
@@ -225,9 +278,29 @@ def fit_member(X, Y, *, key: jax.Array, bootstrap: bool = False, **tree_kwargs):
     return _tree.fit_tree_model(X, Y, key=k_tree, **tree_kwargs)
 
 
+class OODSplit(NamedTuple):
+    """A held-out-label OOD split (see :func:`ood_split`).
+
+    Attributes:
+      X_train: CSR [N', D] training rows without held-out labels.
+      Y_train: CSR [N', L'] their labels on the kept label set.
+      X_test: CSR [N_test', D] test rows that are purely in- or out-of-distribution.
+      is_ood: bool [N_test'].
+      held_out: int [G] held-out label ids; kept_labels: int [L'] the others (column order of
+        ``Y_train``).
+    """
+
+    X_train: sp.csr_matrix
+    Y_train: sp.csr_matrix
+    X_test: sp.csr_matrix
+    is_ood: np.ndarray
+    held_out: np.ndarray
+    kept_labels: np.ndarray
+
+
 def ood_split(
     key: jax.Array, X_train, Y_train, X_test, Y_test, *, num_groups: int = 8, min_ood: int = 20
-) -> dict:
+) -> OODSplit:
     """Holds out one group of similar labels for out-of-distribution detection.
 
     Labels are clustered (balanced PIFA 2-means, ``num_groups`` groups); the held-out group is
@@ -236,14 +309,18 @@ def ood_split(
     Test instances with no held-out label are in-distribution; those whose labels all lie in
     the group are OOD; mixed ones are dropped.
 
+    Args:
+      key: PRNG key of the label clustering.
+      X_train: CSR [N, D]; Y_train: CSR [N, L]; X_test: CSR [N_test, D]; Y_test: CSR [N_test, L].
+      num_groups: label groups (a power of two); min_ood: fewest OOD test rows accepted.
+
     Returns:
-      ``{"X_train", "Y_train", "X_test", "is_ood" bool [N_test], "held_out" int [G],
-      "kept_labels" int [L']}``.
+      :class:`OODSplit`.
     """
     Ytr = _data.check_labels(Y_train)
     Yte = _data.check_labels(Y_test, Ytr.shape[1], allow_empty=True, name="Y_test")
     depth = int(np.log2(num_groups))
-    leaf = _tree.balanced_kmeans(key, _tree.pifa_embeddings(X_train, Ytr), depth)
+    leaf = _cluster.balanced_kmeans(key, _cluster.pifa_embeddings(X_train, Ytr), depth)
     onehot = sp.csr_matrix(
         (np.ones(len(leaf), np.float32), (np.arange(len(leaf)), leaf)),
         shape=(len(leaf), num_groups),
@@ -264,11 +341,11 @@ def ood_split(
     Y_kept = Ytr[keep_tr][:, kept]
     nonempty = Y_kept.getnnz(1) > 0
     sel = np.flatnonzero(ood | iid)
-    return {
-        "X_train": sp.csr_matrix(X_train)[np.flatnonzero(keep_tr)[nonempty]],
-        "Y_train": Y_kept[nonempty],
-        "X_test": sp.csr_matrix(X_test)[sel],
-        "is_ood": ood[sel],
-        "held_out": np.flatnonzero(held),
-        "kept_labels": kept,
-    }
+    return OODSplit(
+        X_train=sp.csr_matrix(X_train)[np.flatnonzero(keep_tr)[nonempty]],
+        Y_train=Y_kept[nonempty],
+        X_test=sp.csr_matrix(X_test)[sel],
+        is_ood=ood[sel],
+        held_out=np.flatnonzero(held),
+        kept_labels=kept,
+    )

@@ -3,10 +3,23 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import pytest
 
 from robustml_jax import xmc
+from robustml_jax.core import datasets
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def require(name: str) -> None:
+    """Skips the test with the dataset's how-to-get message when ``name`` is absent."""
+    try:
+        datasets.locate(name)
+    except datasets.DatasetNotFoundError as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -1,20 +1,26 @@
-"""The paper-6 main (smoke config) end to end, its resume, and the report entry point."""
+"""The paper-6 main (smoke config) end to end, its resume, the report entry point, and the
+config validation."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
 from experiments.xmc import report, train
+from experiments.xmc.configs import default
 from experiments.xmc.configs.default import get_config
-from robustml_jax.core import datasets, experiment
+from robustml_jax.core import experiment
+from robustml_jax.core.errors import ConfigError
+from tests.xmc.conftest import REPO, require
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    if not datasets.status("bibtex")[0]:
-        pytest.skip("bibtex not in the data dir")
+    require("bibtex")
     workdir = tmp_path_factory.mktemp("xmc_smoke")
     return workdir, experiment.run(train.train_and_evaluate, get_config("smoke"), workdir)
 
@@ -50,3 +56,47 @@ def test_report_resumes_from_saved_members(smoke_run):
 def test_unknown_config():
     with pytest.raises(ValueError, match="unknown config 'huge'"):
         get_config("huge")
+
+
+@pytest.mark.parametrize("arg", ["smoke", "small", "full"])
+def test_variants_validate(arg):
+    default.validate(get_config(arg))
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("beam_size", -3, r"config.beam_size=-3: must be a positive integer"),
+        ("nr_splits", 3, r"config.nr_splits=3: must be a power of two"),
+        ("loss", "hinge", r"config.loss='hinge': must be one of"),
+        ("detect_topk", 11, r"config.detect_topk=11: must be in \[1, topk=10\]"),
+        ("ood_datasets", ("eurlex",), r"must be a subset of datasets"),
+    ],
+)
+def test_validate_rejects(field, value, match):
+    c = get_config("smoke")
+    c[field] = value
+    with pytest.raises(ConfigError, match=match):
+        default.validate(c)
+
+
+def test_bad_override_is_one_line(tmp_path):
+    """``--config.beam_size=-3`` ends in one clear line and exit status 2, before any work."""
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.xmc.main",
+            "--config=experiments/xmc/configs/default.py:smoke",
+            "--config.beam_size=-3",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        timeout=300,
+    )
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == "error: config.beam_size=-3: must be a positive integer"
+    assert not (tmp_path / "results.json").exists()

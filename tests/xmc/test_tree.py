@@ -4,6 +4,7 @@ scoring, save/load, and bad inputs."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -42,11 +43,11 @@ def test_level_solver_matches_liblinear():
     n, dim = 80, 6
     X = xmc.l2_normalize_rows(sp.csr_matrix(rng.normal(size=(n, dim)).astype(np.float32)))
     y = np.where(rng.random((n, 3)) < 0.4, 1.0, -1.0).astype(np.float32)
-    arr = _tree._level_arrays(X, np.arange(n), np.zeros(n, np.int64), y, np.ones((1, 3), bool))
-    level = _tree._solve_arrays(
-        arr,
+    problem = xmc.level_problem(X, np.arange(n), np.zeros(n, np.int64), y, np.ones((1, 3), bool))
+    level = xmc.solve_level(
+        problem,
         dim,
-        buckets=tuple(_tree._bucket(s) for s in arr["sizes"]),
+        buckets=tuple(xmc.bucket_size(s) for s in problem.sizes),
         num_parents=1,
         pad_parents=0,
         c_pos=1.0,
@@ -121,8 +122,58 @@ def test_save_load_roundtrip(model, problem, tmp_path):
     a, b = xmc.predict(model, Xte[:20], beam_size=2), xmc.predict(loaded, Xte[:20], beam_size=2)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_allclose(a[1], b[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary left behind
     with pytest.raises(FileNotFoundError, match="no saved tree model"):
         xmc.load_model(tmp_path / "nothing")
+    with pytest.raises(FileExistsError, match="new folder"):
+        xmc.save_model(model, tmp_path / "m")
+
+
+def test_save_is_atomic(model, tmp_path, monkeypatch):
+    """A save killed half-way leaves no folder that looks like a model."""
+    from robustml_jax.xmc import _io
+
+    def dies(model, path):
+        (path / "arrays").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_io, "_write", dies)
+    with pytest.raises(KeyboardInterrupt):
+        xmc.save_model(model, tmp_path / "m")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_items_resume(model, tmp_path):
+    """Members are computed once: a second run loads them instead of calling ``fit``."""
+    calls = []
+    items = xmc.model_items(tmp_path / "members")
+    got = items.get("member_00", lambda: calls.append(1) or model)
+    again = xmc.model_items(tmp_path / "members").get("member_00", lambda: calls.append(1))
+    assert calls == [1] and items.names() == ["member_00"]
+    np.testing.assert_array_equal(np.asarray(again.slot_label), np.asarray(got.slot_label))
+    assert (tmp_path / "members" / "member_00" / "meta.json").is_file()
+
+
+def test_beam_search_with_a_custom_scorer():
+    """The generic beam search (reused by ELIAS) on a hand-made 2-level tree: 2 parents x 3
+    children; path log-scores are sums, the pruned maximum bounds every unreturned slot."""
+    root = jnp.log(jnp.asarray([[0.9, 0.5]]))
+    leaves = jnp.log(jnp.asarray([[0.2, 0.8, 0.5], [1.0, 0.1, 0.3]]))
+
+    def score(t, parents, query):
+        del query
+        return (root if t == 0 else leaves)[parents]
+
+    exact = np.exp(np.asarray(xmc.all_paths(score, None, num_parents=(1, 2))))
+    np.testing.assert_allclose(exact, [0.18, 0.72, 0.45, 0.5, 0.05, 0.15], rtol=1e-6)
+    out = jax.jit(lambda: xmc.beam_search_slots(score, None, branching=(2, 3), beam=1, topk=2))()
+    np.testing.assert_array_equal(out.slots, [1, 2])  # beam 1 keeps parent 0 only
+    np.testing.assert_allclose(np.exp(out.log_scores), [0.72, 0.45], rtol=1e-6)
+    # Pruned: parent 1 (0.5) at level 0 and slot 0 (0.18) at the last level.
+    np.testing.assert_allclose(np.exp(out.log_tail), 0.5, rtol=1e-6)
+    wide = xmc.beam_search_slots(score, None, branching=(2, 3), beam=5, topk=3)
+    np.testing.assert_array_equal(wide.slots, [1, 3, 2])
+    np.testing.assert_allclose(np.exp(wide.log_tail), 0.18, rtol=1e-6)
 
 
 def test_bad_inputs(model, problem):

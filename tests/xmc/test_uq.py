@@ -9,8 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from robustml_jax import xmc
 
@@ -25,27 +23,99 @@ def test_label_uncertainty_matches_numpy(x64):
     for seed in range(10):
         p = np.random.default_rng(seed).random((4, 7))
         got = xmc.label_uncertainty(jnp.asarray(p, jnp.float64))
-        assert got["total"].dtype == jnp.float64
-        np.testing.assert_allclose(got["total"], h(p.mean(0)), rtol=1e-9)
-        np.testing.assert_allclose(got["aleatoric"], h(p).mean(0), rtol=1e-9)
-        np.testing.assert_allclose(got["epistemic"], h(p.mean(0)) - h(p).mean(0), atol=1e-12)
-        np.testing.assert_allclose(got["var"], p.var(0), rtol=1e-9)
-        assert (np.asarray(got["epistemic"]) >= 0).all()  # Jensen: entropy is concave
+        assert got.total.dtype == jnp.float64
+        np.testing.assert_allclose(got.mean, p.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(got.total, h(p.mean(0)), rtol=1e-9)
+        np.testing.assert_allclose(got.aleatoric, h(p).mean(0), rtol=1e-9)
+        np.testing.assert_allclose(got.epistemic, h(p.mean(0)) - h(p).mean(0), atol=1e-12)
+        np.testing.assert_allclose(got.var, p.var(0), rtol=1e-9)
 
 
-@settings(max_examples=25, deadline=None)
-@given(p=st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4))
-def test_entropy_split_is_nonnegative(p):
-    out = jax.jit(xmc.label_uncertainty)(jnp.asarray(p, jnp.float32)[:, None])
-    assert float(out["epistemic"][0]) >= 0.0
-    assert float(out["total"][0]) <= np.log(2) + 1e-6
+def test_label_uncertainty_hand_values():
+    """Two members that disagree (0.1 vs 0.9) and two that agree (0.3, 0.3), by hand:
+    H(0.5) = ln 2, H(0.1) = H(0.9) = 0.325083, H(0.3) = 0.610864."""
+    out = xmc.label_uncertainty(jnp.asarray([[0.1, 0.3], [0.9, 0.3]]))
+    np.testing.assert_allclose(out.mean, [0.5, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(out.var, [0.16, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out.total, [np.log(2), 0.610864], rtol=1e-5)
+    np.testing.assert_allclose(out.aleatoric, [0.325083, 0.610864], rtol=1e-5)
+    np.testing.assert_allclose(out.epistemic, [np.log(2) - 0.325083, 0.0], atol=1e-5)
 
 
 def test_agreeing_members_have_no_epistemic_uncertainty():
     p = jnp.asarray([[0.3, 0.9]] * 5)
     out = xmc.label_uncertainty(p)
-    chex.assert_trees_all_close(out["epistemic"], jnp.zeros(2), atol=1e-6)
-    chex.assert_trees_all_close(out["total"], out["aleatoric"], atol=1e-6)
+    chex.assert_trees_all_close(out.epistemic, jnp.zeros(2), atol=1e-6)
+    chex.assert_trees_all_close(out.total, out.aleatoric, atol=1e-6)
+
+
+def _tiny_ensemble():
+    """Two members, two instances, labels 0..3. Instance 0: both members confident on label 0.
+    Instance 1: flat, disagreeing scores. Member 1 misses label 3 on instance 0."""
+    labels = np.array([[[0, 1, 2], [1, 2, 0]], [[0, 1, 3], [2, 1, 0]]], np.int32)  # [M=2, N=2, k=3]
+    scores = np.array(
+        [[[0.9, 0.1, 0.05], [0.5, 0.4, 0.3]], [[0.9, 0.1, 0.04], [0.45, 0.35, 0.2]]], np.float32
+    )
+    taus = np.array([[0.01, 0.2], [0.02, 0.1]], np.float32)
+    return labels, scores, taus
+
+
+def _numpy_instance_scores(p):
+    """Reference for p: [M, K] member scores of the retrieved labels of one instance."""
+    h = lambda q: -(q * np.log(q) + (1 - q) * np.log(1 - q))
+    m = p.mean(0)
+    q = p / p.sum(-1, keepdims=True)
+    ent = lambda a: -(a * np.log(a)).sum(-1)
+    return {
+        "total": h(m).mean(),
+        "aleatoric": h(p).mean(0).mean(),
+        "epistemic": (h(m) - h(p).mean(0)).mean(),
+        "var": p.var(0).mean(),
+        "one_minus_top": 1 - m.max(),
+        "cat_total": ent(q.mean(0)),
+        "cat_epistemic": ent(q.mean(0)) - ent(q).mean(),
+    }
+
+
+def test_combine_members_by_hand():
+    labels, scores, taus = _tiny_ensemble()
+    out = jax.jit(xmc.combine_members, static_argnames="topk")(labels, scores, taus, topk=3)
+    # Instance 0: means label 0: 0.9, label 1: 0.1, label 2: (0.05 + 0)/2, label 3: 0.02.
+    np.testing.assert_array_equal(out.labels[0], [0, 1, 2])
+    np.testing.assert_allclose(out.mean[0], [0.9, 0.1, 0.025], rtol=1e-6)
+    np.testing.assert_allclose(out.member_scores[:, 0], [[0.9, 0.1, 0.05], [0.9, 0.1, 0.0]])
+    # Label 2 was not returned by member 1: bound = tau_1 / M = 0.01; the others are exact.
+    np.testing.assert_allclose(out.bound[0], [0.0, 0.0, 0.01], rtol=1e-6)
+    # Tail: max(mean tau = 0.015, dropped label 3: mean 0.02 + bound tau_0 / 2 = 0.025).
+    np.testing.assert_allclose(out.tail_bound[0], 0.025, rtol=1e-6)
+    # Instance 1: label 0: (0.3 + 0.2) / 2, label 1: (0.5 + 0.35) / 2, label 2: (0.4 + 0.45) / 2.
+    np.testing.assert_array_equal(out.labels[1], [1, 2, 0])
+    np.testing.assert_allclose(out.mean[1], [0.425, 0.425, 0.25], rtol=1e-6)
+
+
+def test_instance_uncertainty_exact_values_and_direction():
+    """Every instance-level score equals its NumPy definition, and every one of them says the
+    flat, disagreeing instance 1 is more uncertain than the confident instance 0 (an inverted
+    or swapped score fails)."""
+    p = np.array(  # [M=2, N=2, labels 0..2]
+        [[[0.9, 0.1, 0.05], [0.5, 0.4, 0.3]], [[0.9, 0.1, 0.05], [0.2, 0.35, 0.45]]], np.float32
+    )
+    labels = np.broadcast_to(np.arange(3, dtype=np.int32), p.shape)
+    taus = np.zeros((2, 2), np.float32)
+    out = xmc.EnsembleOutput(*(np.asarray(a) for a in xmc.combine_members(labels, p, taus, topk=3)))
+    inst = xmc.instance_uncertainty(out)
+    for i in range(2):
+        ref = _numpy_instance_scores(p[:, i].astype(np.float64))
+        for name, want in ref.items():
+            np.testing.assert_allclose(
+                getattr(inst, name)[i], want, rtol=1e-4, atol=1e-6, err_msg=name
+            )
+    for name in inst._fields:
+        v = getattr(inst, name)
+        assert v[1] > v[0] + 1e-3, (name, v)
+    agree = [inst.epistemic[0], inst.var[0], inst.cat_epistemic[0]]
+    np.testing.assert_allclose(agree, 0, atol=1e-6)
+    np.testing.assert_allclose(inst.one_minus_top, [0.1, 1 - 0.375], rtol=1e-5)
 
 
 def test_beam_ensemble_with_full_beam_equals_exact(ensemble):
@@ -77,17 +147,6 @@ def test_bound_holds_and_error_shrinks_with_beam(ensemble):
     assert errs[-1] < 0.25 * errs[0], errs
 
 
-def test_instance_uncertainty_shapes_and_ranges(ensemble):
-    members, X, _ = ensemble
-    out = xmc.ensemble_predict(members, X, beam_size=2, topk=5)
-    inst = xmc.instance_uncertainty(out)
-    for k, v in inst.items():
-        chex.assert_shape(v, (150,))
-        assert np.isfinite(v).all(), k
-    assert (inst["cat_total"] <= np.log(5) + 1e-6).all()
-    assert (inst["one_minus_top"] >= 0).all() and (inst["one_minus_top"] <= 1).all()
-
-
 def test_ood_split_semantics():
     rng = np.random.default_rng(0)
     # Labels 0-7 co-occur with features 0-9, labels 8-15 with 10-19: two clean groups.
@@ -104,10 +163,10 @@ def test_ood_split_semantics():
     X = xmc.l2_normalize_rows(sp.csr_matrix(np.stack(rows_x)))
     Y = sp.csr_matrix(np.stack(rows_y))
     s = xmc.ood_split(jax.random.key(0), X[:300], Y[:300], X[300:], Y[300:], num_groups=2)
-    held = set(s["held_out"].tolist())
+    held = set(s.held_out.tolist())
     assert held in ({*range(8)}, {*range(8, 16)})
-    assert s["Y_train"].shape[1] == 8 and s["is_ood"].sum() == 50 and (~s["is_ood"]).sum() == 50
-    assert sorted(set(s["kept_labels"].tolist()) | held) == list(range(16))
+    assert s.Y_train.shape[1] == 8 and s.is_ood.sum() == 50 and (~s.is_ood).sum() == 50
+    assert sorted(set(s.kept_labels.tolist()) | held) == list(range(16))
 
 
 def test_ood_and_misclassification_studies_run(ensemble):

@@ -11,7 +11,6 @@ alpha-gradients.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import tempfile
@@ -19,6 +18,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 from jax.flatten_util import ravel_pytree
 
 from robustml_jax.distill import (
@@ -31,19 +31,20 @@ from robustml_jax.distill import (
 )
 from robustml_jax.models.convnet import ConvNet
 
+_WIDTH = flags.DEFINE_integer("width", 32, "ConvNet width.")
+_STEPS = flags.DEFINE_list("steps", ["1", "2", "5", "10", "20", "40"], "Student steps N.")
+_LRS = flags.DEFINE_list("lrs", ["0.001", "0.01", "0.03", "0.1"], "Student step sizes alpha.")
+_IPC = flags.DEFINE_integer("ipc", 10, "Real images per class in the synthetic set.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/distill_gradient_error.json", "Output JSON.")
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--steps", default="1,2,5,10,20,40")
-    p.add_argument("--lrs", default="0.001,0.01,0.03,0.1")
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--out", default="benchmarks/results/distill_gradient_error.json")
-    args = p.parse_args(argv)
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     raw = load_split("mnist_5k", "train")
     pre = fit_preprocessor(raw["image"], zca=False)
     x_all, y_all = pre(raw["image"]), raw["label"]
-    model = ConvNet(num_classes=10, width=args.width, depth=3)
+    model = ConvNet(num_classes=10, width=_WIDTH.value, depth=3)
 
     def init_fn(k):
         return model.init(k, x_all[:1])["params"]
@@ -54,9 +55,9 @@ def main(argv=None):
     key = jax.random.key(0)
     with tempfile.TemporaryDirectory() as d:
         train_experts(
-            d,
             key,
             {"image": x_all, "label": y_all},
+            directory=d,
             init_fn=init_fn,
             apply_fn=apply_fn,
             num_experts=1,
@@ -66,19 +67,19 @@ def main(argv=None):
             num_classes=10,
             progress=False,
         )
-        buf = load_trajectories(d, init_fn(key), num_experts=1, epochs=2)
+        buf = load_trajectories(init_fn(key), directory=d, num_experts=1, epochs=2)
     _, unravel = ravel_pytree(init_fn(key))
     start, target = unravel(buf[0, 1]), unravel(buf[0, 2])
-    idx = real_subset(jax.random.key(1), y_all, args.ipc, 10)
+    idx = real_subset(jax.random.key(1), y_all, per_class=_IPC.value, num_classes=10)
     x, y = jnp.asarray(x_all[idx]), jax.nn.one_hot(y_all[idx], 10)
     out = {
         "device": str(jax.devices()[0].device_kind),
-        "width": args.width,
-        "ipc": args.ipc,
+        "width": _WIDTH.value,
+        "ipc": _IPC.value,
         "data": "mnist_5k, expert epoch 1 -> 2",
         "rows": [],
     }
-    for n in [int(s) for s in args.steps.split(",")]:
+    for n in [int(s) for s in _STEPS.value]:
         fns = {}
         for mode in ("unrolled", "tesla"):
 
@@ -87,9 +88,9 @@ def main(argv=None):
                     x,
                     y,
                     lr,
+                    jax.random.key(2),
                     start,
                     target,
-                    jax.random.key(2),
                     apply_fn=apply_fn,
                     num_steps=n,
                     batch_size=len(idx),
@@ -97,7 +98,7 @@ def main(argv=None):
                 )
 
             fns[mode] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
-        for lr in [float(s) for s in args.lrs.split(",")]:
+        for lr in [float(s) for s in _LRS.value]:
             (v, (gx_u, gl_u)) = fns["unrolled"](x, jnp.float32(lr))
             (_, (gx_t, gl_t)) = fns["tesla"](x, jnp.float32(lr))
             gx_u, gx_t = np.asarray(gx_u, np.float64).ravel(), np.asarray(gx_t, np.float64).ravel()
@@ -113,10 +114,10 @@ def main(argv=None):
             }
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
-            path = pathlib.Path(args.out)  # written after every row: partial runs count
+            path = pathlib.Path(_OUT.value)  # written after every row: partial runs count
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -8,6 +8,7 @@ times the compiled gradient (median of ``--reps`` calls after a warm-up) and, on
 the device's measured peak memory. Nothing here needs data: images and parameters are random.
 
     python -m benchmarks.distill_memory --out=benchmarks/results/distill_memory.json
+    python -m benchmarks.distill_memory --steps=10,80 --modes=unrolled,tesla --runtime_steps=0
 
 Targets (issue 4): ``tesla`` temp memory grows <= 1.2x from N=10 to N=80; ``unrolled`` grows
 about linearly; ``tesla`` runtime within 1.15x of ``unrolled`` at N=20.
@@ -15,7 +16,6 @@ about linearly; ``tesla`` runtime within 1.15x of ``unrolled`` at N=20.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import statistics
@@ -23,6 +23,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
 from robustml_jax.distill import dsa_augment, trajectory_matching_loss
 from robustml_jax.models.convnet import ConvNet
@@ -44,9 +45,9 @@ def _grad_fn(model, num_steps, batch, mode, dsa):
             x,
             y,
             lr,
+            key,
             start,
             target,
-            key,
             apply_fn=lambda p, v: model.apply({"params": p}, v),
             num_steps=num_steps,
             batch_size=batch,
@@ -57,40 +58,42 @@ def _grad_fn(model, num_steps, batch, mode, dsa):
     return jax.jit(jax.grad(loss, argnums=(0, 1)))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--ipc", type=int, default=10)
-    p.add_argument("--batch", type=int, default=100, help="synthetic images per student step")
-    p.add_argument("--steps", default="10,20,40,80")
-    p.add_argument("--modes", default="unrolled,tesla,remat")
-    p.add_argument("--dsa", action="store_true", help="DSA augmentation inside the student")
-    p.add_argument("--runtime_steps", type=int, default=20, help="0 = skip the timing")
-    p.add_argument("--runtime_width", type=int, default=0, help="width for timing (0 = --width)")
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--out", default="benchmarks/results/distill_memory.json")
-    args = p.parse_args(argv)
-    steps = [int(s) for s in args.steps.split(",")]
-    modes = args.modes.split(",")
+_WIDTH = flags.DEFINE_integer("width", 128, "ConvNet width.")
+_DEPTH = flags.DEFINE_integer("depth", 3, "ConvNet depth.")
+_IPC = flags.DEFINE_integer("ipc", 10, "Synthetic images per class (10 classes).")
+_BATCH = flags.DEFINE_integer("batch", 100, "Synthetic images per student step.")
+_STEPS = flags.DEFINE_list("steps", ["10", "20", "40", "80"], "Student steps N to compile.")
+_MODES = flags.DEFINE_list("modes", ["unrolled", "tesla", "remat"], "Gradient modes.")
+_DSA = flags.DEFINE_bool("dsa", False, "DSA augmentation inside the student.")
+_RUNTIME_STEPS = flags.DEFINE_integer("runtime_steps", 20, "N for the timing (0 = no timing).")
+_RUNTIME_WIDTH = flags.DEFINE_integer("runtime_width", 0, "Width for the timing (0 = --width).")
+_REPS = flags.DEFINE_integer("reps", 5, "Timed calls per mode.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/distill_memory.json", "Output JSON.")
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    steps = [int(s) for s in _STEPS.value]
+    modes = list(_MODES.value)
     lr = jnp.float32(0.01)
     out = {
         "device": str(jax.devices()[0].device_kind),
         "platform": jax.devices()[0].platform,
         "jax": jax.__version__,
-        "model": f"ConvNet width {args.width} depth {args.depth}, 32x32x3, 10 classes",
-        "synthetic_images": args.ipc * 10,
-        "batch_syn": args.batch,
-        "dsa": args.dsa,
+        "model": f"ConvNet width {_WIDTH.value} depth {_DEPTH.value}, 32x32x3, 10 classes",
+        "synthetic_images": _IPC.value * 10,
+        "batch_syn": _BATCH.value,
+        "dsa": _DSA.value,
         "memory": {},
     }
-    model, x, y, start, target, key = _problem(args.width, args.depth, args.ipc)
+    model, x, y, start, target, key = _problem(_WIDTH.value, _DEPTH.value, _IPC.value)
     for mode in modes:
         out["memory"][mode] = {}
         for n in steps:
             t0 = time.perf_counter()
             compiled = (
-                _grad_fn(model, n, args.batch, mode, args.dsa)
+                _grad_fn(model, n, _BATCH.value, mode, _DSA.value)
                 .lower(x, lr, y, start, target, key)
                 .compile()
             )
@@ -113,20 +116,22 @@ def main(argv=None):
             / max(out["memory"]["tesla"][str(n)]["temp_bytes"], 1)
             for n in steps
         }
-    if args.runtime_steps:
-        width = args.runtime_width or args.width
-        model, x, y, start, target, key = _problem(width, args.depth, args.ipc)
-        timing = {"width": width, "num_steps": args.runtime_steps, "median_s": {}}
+    if _RUNTIME_STEPS.value:
+        width = _RUNTIME_WIDTH.value or _WIDTH.value
+        model, x, y, start, target, key = _problem(width, _DEPTH.value, _IPC.value)
+        timing = {"width": width, "num_steps": _RUNTIME_STEPS.value, "median_s": {}}
         for mode in modes:
-            fn = _grad_fn(model, args.runtime_steps, args.batch, mode, args.dsa)
+            fn = _grad_fn(model, _RUNTIME_STEPS.value, _BATCH.value, mode, _DSA.value)
             jax.block_until_ready(fn(x, lr, y, start, target, key))
             times = []
-            for _ in range(args.reps):
+            for _ in range(_REPS.value):
                 t0 = time.perf_counter()
                 jax.block_until_ready(fn(x, lr, y, start, target, key))
                 times.append(time.perf_counter() - t0)
             timing["median_s"][mode] = statistics.median(times)
-            print(f"{mode:9s} N={args.runtime_steps} {timing['median_s'][mode]:.4f} s", flush=True)
+            print(
+                f"{mode:9s} N={_RUNTIME_STEPS.value} {timing['median_s'][mode]:.4f} s", flush=True
+            )
         if "unrolled" in modes:
             timing["ratio_to_unrolled"] = {
                 m: timing["median_s"][m] / timing["median_s"]["unrolled"] for m in modes
@@ -134,7 +139,7 @@ def main(argv=None):
         out["runtime"] = timing
         if jax.devices()[0].platform == "gpu":
             out["runtime"]["note"] = "median wall time of the compiled gradient after a warm-up"
-    path = pathlib.Path(args.out)
+    path = pathlib.Path(_OUT.value)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(
@@ -145,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

@@ -9,9 +9,10 @@ image grids and the curves into the workdir; re-running resumes from the last ch
 """
 
 from experiments.distill import train
+from experiments.distill.configs import default
 from robustml_jax.core import experiment
 
-main = experiment.define_main(train.train_and_evaluate)
+main = experiment.define_main(train.train_and_evaluate, validate=default.validate)
 
 
 if __name__ == "__main__":

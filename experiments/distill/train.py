@@ -1,11 +1,11 @@
-"""Library side of the distillation experiment: ``train_and_evaluate(config, workdir, runtime)``.
+"""Orchestration of the distillation experiment: ``train_and_evaluate(config, workdir, runtime)``.
 
-1. Experts: K ConvNets trained with plain SGD, every epoch saved (resumable; shared between runs
-   through ``config.expert_dir``). Their test accuracy is the full-data baseline.
+1. Experts: K ConvNets trained with plain SGD, every epoch saved (resumable work items, shared
+   between runs through ``config.expert_dir``). Their test accuracy is the full-data baseline.
 2. Baseline: a random real subset of ``ipc`` images per class, evaluated with the same protocol.
 3. Distillation (MTT/TESLA): the synthetic images start from that subset; every iteration draws
    an expert k and a start epoch t, and the images, the step size alpha (and learned labels) take
-   one SGD-with-momentum step on ``trajectory_matching_loss``. It runs in the core train loop
+   one SGD-with-momentum step on ``trajectory_matching_loss``. It runs in ``core.train.fit``
    (orbax checkpoints, resume, ``metrics.jsonl``), whose ``eval_fn`` trains fresh networks on
    the distilled set every ``eval_every`` iterations.
 """
@@ -22,24 +22,11 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from robustml_jax.core import train
+from experiments.distill.configs import default
+from robustml_jax import distill
+from robustml_jax.core import metrics, plotting, train
 from robustml_jax.core.distributed import Runtime
-from robustml_jax.core.results import MetricsLogger, atomic_write_text, save_figure
-from robustml_jax.distill import (
-    LABEL_MODES,
-    accuracy,
-    dsa_augment,
-    fit_preprocessor,
-    init_label_logits,
-    learned_labels,
-    load_split,
-    load_trajectories,
-    real_subset,
-    soft_label_assignment,
-    train_experts,
-    train_networks,
-    trajectory_matching_loss,
-)
+from robustml_jax.core.results import MetricsLogger, atomic_write_text
 from robustml_jax.models.convnet import ConvNet
 
 
@@ -50,77 +37,26 @@ def _limit(key, d: dict, n: int) -> dict:
     return {k: v[idx] for k, v in d.items()}
 
 
-def image_grid(x: np.ndarray, per_class: int, num_classes: int, title: str):
-    """A matplotlib figure of synthetic images [S, H, W, Ch] (class-major), one column a class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = min(per_class, 10)
-    cols = min(num_classes, 20)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), squeeze=False)
-    for c in range(cols):
-        for r in range(rows):
-            img = x[c * per_class + r]
-            lo, hi = np.percentile(img, 1), np.percentile(img, 99)
-            img = np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1)
-            ax = axes[r, c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-            ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def _curves(workdir: pathlib.Path, baselines: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recs = MetricsLogger(workdir).read()
-    tr = [r for r in recs if r.get("split") == "train"]
-    ev = [r for r in recs if r.get("split") == "eval"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a1.plot([r["step"] for r in tr], [r["loss"] for r in tr])
-    a1.set_xlabel("iteration")
-    a1.set_ylabel("trajectory-matching loss")
-    if ev:
-        steps = [r["step"] for r in ev]
-        mean = np.array([r["syn_acc_mean"] for r in ev]) * 100
-        std = np.array([r["syn_acc_std"] for r in ev]) * 100
-        a2.errorbar(steps, mean, yerr=std, marker="o", label="distilled")
-    for name, v in baselines.items():
-        a2.axhline(v * 100, ls="--", color="gray" if name == "random real" else "k", label=name)
-    a2.set_xlabel("iteration")
-    a2.set_ylabel("test accuracy (%)")
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
+    default.validate(config)  # also when called without the main (report, notebook)
     workdir = pathlib.Path(workdir)
     last_target = config.max_start_epoch - 1 + config.expert_epochs
-    if config.max_start_epoch < 1 or last_target > config.expert_train_epochs:
-        raise ValueError(
-            f"max_start_epoch - 1 + expert_epochs = {last_target} exceeds the experts' "
-            f"{config.expert_train_epochs} epochs (or max_start_epoch < 1)"
-        )
-    if config.label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {config.label_mode!r}")
     root = jax.random.key(config.seed)
     k_data, k_zca, k_model, k_expert, k_init, k_eval, k_sample, k_train = jax.random.split(root, 8)
 
     # ---- data
     raw_train = _limit(
-        jax.random.fold_in(k_data, 0), load_split(config.dataset, "train"), config.train_examples
+        jax.random.fold_in(k_data, 0),
+        distill.load_split(config.dataset, "train"),
+        config.train_examples,
     )
     raw_test = _limit(
-        jax.random.fold_in(k_data, 1), load_split(config.dataset, "test"), config.test_examples
+        jax.random.fold_in(k_data, 1),
+        distill.load_split(config.dataset, "test"),
+        config.test_examples,
     )
     num_classes = int(raw_train["label"].max()) + 1
-    pre = fit_preprocessor(
+    pre = distill.fit_preprocessor(
         raw_train["image"], zca=config.zca, zca_fit_examples=config.zca_fit_examples, key=k_zca
     )
     x_train, y_train = pre(raw_train["image"]), raw_train["label"]
@@ -137,21 +73,21 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         return model.apply({"params": params}, x)
 
     augment = (
-        functools.partial(dsa_augment, strategy=config.dsa_strategy)
+        functools.partial(distill.dsa_augment, strategy=config.dsa_strategy)
         if config.dsa_strategy
         else None
     )
     _, unravel = ravel_pytree(init_fn(k_model))
 
     def test_acc(params_r):
-        return accuracy(params_r, x_test, y_test, apply_fn=apply_fn)
+        return metrics.stacked_accuracy(params_r, x_test, y_test, apply_fn=apply_fn)
 
     # ---- 1. experts (full-data baseline)
     expert_root = pathlib.Path(config.expert_dir) if config.expert_dir else workdir / "experts"
-    expert_metrics = train_experts(
-        expert_root,
+    expert_metrics = distill.train_experts(
         k_expert,
         {"image": x_train, "label": y_train},
+        directory=expert_root,
         init_fn=init_fn,
         apply_fn=apply_fn,
         num_experts=config.num_experts,
@@ -165,20 +101,18 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         progress=config.progress,
     )
     full_acc = np.array([m["test_accuracy"] for m in expert_metrics])
-    buffer = np.asarray(
-        load_trajectories(
-            expert_root, init_fn(k_model), num_experts=config.num_experts, epochs=last_target
-        )
+    buffer = distill.load_trajectories(
+        init_fn(k_model), directory=expert_root, num_experts=config.num_experts, epochs=last_target
     )
 
     # ---- 2. random real subset (also the initialisation of the synthetic images)
     ipc = config.ipc
-    init_idx = real_subset(k_init, y_train, ipc, num_classes)
+    init_idx = distill.real_subset(k_init, y_train, per_class=ipc, num_classes=num_classes)
     x0, labels = x_train[init_idx], y_train[init_idx]
     onehot = jax.nn.one_hot(labels, num_classes)
-    fit = jax.jit(
+    fit_nets = jax.jit(
         functools.partial(
-            train_networks,
+            distill.train_networks,
             init_fn=init_fn,
             apply_fn=apply_fn,
             num_epochs=config.eval_epochs,
@@ -187,7 +121,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         )
     )
     eval_keys = jax.random.split(k_eval, config.eval_models)
-    real_acc = test_acc(fit(eval_keys, jnp.asarray(x0), onehot, jnp.float32(config.lr_teacher)))
+    real_acc = test_acc(
+        fit_nets(eval_keys, jnp.asarray(x0), onehot, jnp.float32(config.lr_teacher))
+    )
 
     # ---- 3. distillation
     num_syn = len(init_idx)
@@ -195,7 +131,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     params = {"x": jnp.asarray(x0), "lr": jnp.asarray(config.lr_teacher, jnp.float32)}
     rates = {"x": config.lr_img, "lr": config.lr_lr}
     if config.label_mode == "learned":
-        params["y"] = init_label_logits(labels, num_classes, config.label_init_scale)
+        params["y"] = distill.init_label_logits(
+            labels, num_classes=num_classes, scale=config.label_init_scale
+        )
         rates["y"] = config.lr_label
     tx = optax.multi_transform(
         {k: optax.sgd(r, momentum=config.syn_momentum) for k, r in rates.items()},
@@ -204,15 +142,13 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     sla_eval_params = unravel(jnp.asarray(buffer[0, last_target]))
 
     def syn_labels(params, target_params):
-        if config.label_mode == "hard":
-            return onehot
         if config.label_mode == "sla":
-            return soft_label_assignment(
-                apply_fn, target_params, params["x"], temperature=config.sla_temperature
+            return distill.soft_label_assignment(
+                target_params, params["x"], apply_fn=apply_fn, temperature=config.sla_temperature
             )
         if config.label_mode == "learned":
-            return learned_labels(params["y"])
-        raise ValueError(f"unknown label_mode {config.label_mode!r}")
+            return distill.learned_labels(params["y"])
+        return onehot
 
     ndev = runtime.mesh.devices.size
 
@@ -229,13 +165,13 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
 
     def loss_fn(params, batch, rng):
         start, target = unravel(batch["start"][0]), unravel(batch["target"][0])
-        loss = trajectory_matching_loss(
+        loss = distill.trajectory_matching_loss(
             params["x"],
             syn_labels(params, target),
             params["lr"],
+            rng,
             start,
             target,
-            rng,
             apply_fn=apply_fn,
             num_steps=config.syn_steps,
             batch_size=batch_syn,
@@ -245,12 +181,13 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         return loss, {"syn_lr": params["lr"], "start_epoch": batch["start_epoch"][0]}
 
     def eval_fn(params):
-        y_eval = syn_labels(params, sla_eval_params) if config.label_mode != "hard" else onehot
-        acc = test_acc(fit(eval_keys, params["x"], y_eval, params["lr"]))
+        y_eval = syn_labels(params, sla_eval_params)
+        acc = test_acc(fit_nets(eval_keys, params["x"], y_eval, params["lr"]))
         x = np.asarray(params["x"])
         np.save(workdir / "syn_images.npy", x)
-        save_figure(
-            image_grid(x, ipc, num_classes, f"distilled ({config.dataset}, IPC {ipc})"),
+        title = f"distilled ({config.dataset}, IPC {ipc})"
+        plotting.save(
+            distill.image_grid(x, per_class=ipc, num_classes=num_classes, title=title),
             workdir / "syn_images.png",
         )
         return {
@@ -259,33 +196,31 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             "syn_lr": float(params["lr"]),
         }
 
-    state = train.create_train_state(params, tx)
-    loop = train.LoopConfig(
+    distill_dir = workdir / "distill"
+    state, final = train.fit(
+        params,
+        tx=tx,
+        loss_fn=loss_fn,
+        batch_fn=batch_fn,
+        key=k_train,
+        workdir=distill_dir,
         num_steps=config.iterations,
+        eval_fn=eval_fn,
+        mesh=runtime.mesh,
+        desc="distill",
         log_every=config.log_every,
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
     )
-    distill_dir = workdir / "distill"
-    state, final = train.train_loop(
-        state,
-        loss_fn=loss_fn,
-        tx=tx,
-        batch_fn=batch_fn,
-        key=k_train,
-        workdir=distill_dir,
-        config=loop,
-        eval_fn=eval_fn,
-        mesh=runtime.mesh,
-        desc="distill",
+    real_grid = distill.image_grid(
+        np.asarray(x0), per_class=ipc, num_classes=num_classes, title="random real init"
     )
-    save_figure(
-        image_grid(np.asarray(x0), ipc, num_classes, "random real init"), workdir / "real_init.png"
-    )
+    plotting.save(real_grid, workdir / "real_init.png")
     baselines = {"random real": float(real_acc.mean()), "full data": float(full_acc.mean())}
-    save_figure(_curves(distill_dir, baselines), workdir / "curves.png")
-    train_recs = [r for r in MetricsLogger(distill_dir).read() if r.get("split") == "train"]
+    records = MetricsLogger(distill_dir).read()
+    plotting.save(distill.curves(records, baselines), workdir / "curves.png")
+    train_recs = [r for r in records if r.get("split") == "train"]
     results = {
         "dataset": config.dataset,
         "ipc": ipc,

@@ -3,14 +3,15 @@
 
 The core is :func:`trajectory_matching_loss`, one jittable function with three gradients
 (``"unrolled"``, ``"tesla"``, ``"remat"``); the rest (DSA augmentation, expert trajectories,
-soft labels, evaluation by training fresh networks) is used by ``experiments/distill``.
+soft labels, evaluation by training fresh networks, figures) is used by ``experiments/distill``.
+Test accuracy of trained networks is :func:`robustml_jax.core.metrics.stacked_accuracy`.
 """
 
 from robustml_jax.distill._augment import DSA_STRATEGY, DSAParams, dsa_augment
 from robustml_jax.distill._data import Preprocessor, fit_preprocessor, load_split, real_subset
-from robustml_jax.distill._evaluate import accuracy, train_networks
+from robustml_jax.distill._evaluate import train_networks
 from robustml_jax.distill._experts import (
-    expert_dir,
+    Expert,
     load_trajectories,
     stack_trajectories,
     train_experts,
@@ -24,28 +25,28 @@ from robustml_jax.distill._labels import (
 from robustml_jax.distill._matching import (
     GRADIENT_MODES,
     minibatch_indices,
-    soft_cross_entropy,
     student_trajectory,
     trajectory_matching_loss,
 )
+from robustml_jax.distill._plots import curves, image_grid
 
 __all__ = [
     "DSAParams",
     "DSA_STRATEGY",
+    "Expert",
     "GRADIENT_MODES",
     "LABEL_MODES",
     "Preprocessor",
-    "accuracy",
+    "curves",
     "dsa_augment",
-    "expert_dir",
     "fit_preprocessor",
+    "image_grid",
     "init_label_logits",
     "learned_labels",
     "load_split",
     "load_trajectories",
     "minibatch_indices",
     "real_subset",
-    "soft_cross_entropy",
     "soft_label_assignment",
     "stack_trajectories",
     "student_trajectory",

@@ -1,8 +1,8 @@
-"""Data for distillation: the registry's image sets, TFDS-only sets, normalisation and ZCA.
+"""Data for distillation: the registry's image sets, normalisation and ZCA.
 
-CIFAR-10, MNIST-5k and Fashion-MNIST come from the core registry. CIFAR-100, Tiny-ImageNet and
-ImageNet-1K at 64x64 (the ``full`` config) are registered here as TFDS-only datasets: they load
-from an already prepared TFDS copy (or ``source="tfds"`` on a machine with internet).
+CIFAR-10, MNIST-5k and Fashion-MNIST come from the core registry; CIFAR-100, Tiny-ImageNet and
+ImageNet-1K at 64x64 (the ``full`` config) are TFDS-only datasets registered in
+:mod:`robustml_jax.distill._datasets`.
 
 ZCA whitening follows MTT (kornia's ``ZCAWhitening(eps=0.1)``): W = U diag(1/sqrt(l + eps)) U^T
 from the covariance of the normalised training images.
@@ -13,7 +13,6 @@ Shapes: N = examples, H, W, Ch = image size, D = H * W * Ch.
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 
 import jax
 import numpy as np
@@ -21,40 +20,6 @@ import numpy as np
 from robustml_jax.core import datasets
 
 __all__ = ["Preprocessor", "fit_preprocessor", "load_split", "real_subset"]
-
-# name -> (TFDS builder, image size); loaded only through an already prepared TFDS copy.
-TFDS_ONLY = {
-    "cifar100": ("cifar100", 32),
-    "tiny_imagenet": ("tiny_imagenet", 64),
-    "imagenet64": ("imagenet_resized/64x64", 64),
-}
-
-
-def _tfds_only_loader(root: pathlib.Path, split: str) -> dict:
-    del root, split
-    raise datasets.DatasetNotFoundError("tfds-only", [], "load it through TFDS")
-
-
-def _register_tfds_only() -> None:
-    known = set(datasets.list_datasets())
-    for name, (tfds_name, _) in TFDS_ONLY.items():
-        if name in known:
-            continue
-        datasets.register(
-            datasets.DatasetSpec(
-                name,
-                f"{tfds_name} through TFDS only (distillation `full` config)",
-                (f"tfds_only/{name}",),  # never shipped in the data dir: always TFDS
-                _tfds_only_loader,
-                ("train", "test", "validation"),
-                f'prepare it with TFDS on a machine with internet: python -c "import '
-                f"tensorflow_datasets as t; t.builder('{tfds_name}').download_and_prepare()\"",
-                tfds_name=tfds_name,
-            )
-        )
-
-
-_register_tfds_only()
 
 
 def load_split(name: str, split: str) -> dict:
@@ -130,8 +95,16 @@ def fit_preprocessor(
     return Preprocessor(mean, std, w.astype(np.float32), zmean.astype(np.float32))
 
 
-def real_subset(key: jax.Array, labels: np.ndarray, per_class: int, num_classes: int) -> np.ndarray:
+def real_subset(
+    key: jax.Array, labels: np.ndarray, *, per_class: int, num_classes: int
+) -> np.ndarray:
     """Indices of ``per_class`` random examples of each class, class-major order [K * per_class].
+
+    Args:
+      key: PRNG key; class c draws its members with ``fold_in(key, c)``.
+      labels: int [N].
+      per_class: examples per class.
+      num_classes: K.
 
     Raises:
       ValueError: a class has fewer than ``per_class`` examples.

@@ -16,10 +16,10 @@ LABEL_MODES = ("hard", "sla", "learned")
 
 
 def soft_label_assignment(
-    apply_fn: Callable[[Any, jax.Array], jax.Array],
     expert_params: Any,
     syn_x: jax.Array,
     *,
+    apply_fn: Callable[[Any, jax.Array], jax.Array],
     temperature: float = 1.0,
 ) -> jax.Array:
     """TESLA's SLA (Sec. 4.3): the expert's softmax on the synthetic images as labels.
@@ -29,9 +29,9 @@ def soft_label_assignment(
     targets, not a path for gradients, so they are ``stop_gradient``-ed.
 
     Args:
-      apply_fn: ``apply_fn(params, x) -> logits [S, C]`` (evaluation mode).
       expert_params: the expert at the target epoch.
       syn_x: synthetic images [S, H, W, Ch].
+      apply_fn: ``apply_fn(params, x) -> logits [S, C]`` (evaluation mode).
       temperature: softmax temperature (1 in the paper).
 
     Returns:
@@ -48,6 +48,7 @@ def learned_labels(logits: jax.Array) -> jax.Array:
     return jax.nn.softmax(logits, axis=-1)
 
 
-def init_label_logits(labels: jax.Array, num_classes: int, scale: float = 3.0) -> jax.Array:
-    """Initial logits [S, C] for learned labels: ``scale`` on the true class, 0 elsewhere."""
+def init_label_logits(labels: jax.Array, *, num_classes: int, scale: float = 3.0) -> jax.Array:
+    """Initial logits [S, C] for learned labels (int ``labels`` [S]): ``scale`` on the true
+    class, 0 elsewhere."""
     return scale * jax.nn.one_hot(labels, num_classes)

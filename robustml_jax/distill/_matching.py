@@ -39,10 +39,11 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from robustml_jax.core.losses import soft_cross_entropy
+
 __all__ = [
     "GRADIENT_MODES",
     "minibatch_indices",
-    "soft_cross_entropy",
     "student_trajectory",
     "trajectory_matching_loss",
 ]
@@ -53,21 +54,8 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def soft_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean cross-entropy against probability targets.
-
-    Args:
-      logits: [B, C].
-      labels: [B, C] probabilities (one-hot or soft).
-
-    Returns:
-      Scalar mean over the batch of ``-sum_c labels * log_softmax(logits)``.
-    """
-    return -jnp.mean(jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1))
-
-
 def minibatch_indices(
-    key: jax.Array, num_examples: int, num_steps: int, batch_size: int
+    key: jax.Array, *, num_examples: int, num_steps: int, batch_size: int
 ) -> jax.Array:
     """The student's minibatches: consecutive chunks of fresh permutations (as MTT samples them).
 
@@ -213,7 +201,9 @@ def _check_inputs(
 
 def _plan(key, num_examples, num_steps, batch_size):
     batch_key, aug_key = jax.random.split(key)
-    idx = minibatch_indices(batch_key, num_examples, num_steps, batch_size)
+    idx = minibatch_indices(
+        batch_key, num_examples=num_examples, num_steps=num_steps, batch_size=batch_size
+    )
     keys = jax.vmap(lambda i: jax.random.fold_in(aug_key, i))(jnp.arange(num_steps))
     return idx, keys
 
@@ -222,8 +212,8 @@ def student_trajectory(
     syn_x: jax.Array,
     syn_y: jax.Array,
     syn_lr: jax.Array,
-    start_params: Any,
     key: jax.Array,
+    start_params: Any,
     *,
     apply_fn: ApplyFn,
     num_steps: int,
@@ -263,9 +253,9 @@ def trajectory_matching_loss(
     syn_x: jax.Array,
     syn_y: jax.Array,
     syn_lr: jax.Array,
+    key: jax.Array,
     start_params: Any,
     target_params: Any,
-    key: jax.Array,
     *,
     apply_fn: ApplyFn,
     num_steps: int,
@@ -279,10 +269,10 @@ def trajectory_matching_loss(
       syn_x: synthetic images [S, H, W, Ch].
       syn_y: labels [S, C], one-hot or soft (probabilities).
       syn_lr: the student's step size alpha (scalar, learnable).
-      start_params: expert parameters at epoch t (pytree accepted by ``apply_fn``).
-      target_params: expert parameters at epoch t + M (same tree and shapes).
       key: PRNG key for the minibatches (and the augmentation, if any); the same key gives the
         same minibatches and augmentations in every gradient mode.
+      start_params: expert parameters at epoch t (pytree accepted by ``apply_fn``).
+      target_params: expert parameters at epoch t + M (same tree and shapes).
       apply_fn: ``apply_fn(params, x) -> logits [B, C]``.
       num_steps: N > 0 student steps.
       batch_size: B in [1, S] synthetic examples per step.

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustml_jax.core.metrics import stacked_accuracy as accuracy
 from robustml_jax.distill import (
-    accuracy,
     fit_preprocessor,
     load_split,
     load_trajectories,
@@ -48,20 +48,20 @@ def test_convnet_shapes():
         MODEL.init(jax.random.key(0), jnp.zeros((6, 6, 1)))
 
 
-def _train_toy_experts(d):
+def _train_toy_experts(d, **kwargs):
     x, y = _toy()
+    kwargs = {"num_experts": 2, "num_epochs": 2, **kwargs}
     return train_experts(
-        d,
         jax.random.key(0),
         {"image": x, "label": y},
+        directory=d,
         init_fn=init_fn,
         apply_fn=apply_fn,
-        num_experts=2,
-        num_epochs=2,
         lr=0.1,
         batch_size=20,
         num_classes=3,
         progress=False,
+        **kwargs,
     )
 
 
@@ -73,54 +73,83 @@ def experts(tmp_path_factory):
 
 def test_experts_save_every_epoch_and_resume(experts):
     d, _ = experts
-    buf = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=2, epochs=2)
+    buf = load_trajectories(init_fn(jax.random.key(0)), directory=d, num_experts=2, epochs=2)
     n_params = sum(a.size for a in jax.tree.leaves(init_fn(jax.random.key(0))))
     chex.assert_shape(buf, (2, 3, n_params))
     assert float(jnp.linalg.norm(buf[:, 1] - buf[:, 0])) > 0  # experts moved
     assert float(jnp.linalg.norm(buf[0, 0] - buf[1, 0])) > 0  # different initialisations
     # Re-running finds the finished trajectories and leaves them unchanged.
     _train_toy_experts(d)
-    again = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=2, epochs=2)
+    again = load_trajectories(init_fn(jax.random.key(0)), directory=d, num_experts=2, epochs=2)
     np.testing.assert_array_equal(buf, again)
+
+
+def test_expert_killed_after_training_resumes_from_its_checkpoints(experts, tmp_path):
+    """A run killed after expert 1 trained but before its item was saved (here: its eval
+    raises) keeps expert 0's item and rebuilds expert 1 from the train loop's checkpoints, equal
+    to the uninterrupted run."""
+    d, _ = experts
+    calls = []
+
+    def eval_fn(params):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # "killed" at the end of expert 1
+        return {"test_accuracy": 0.5}
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_toy_experts(tmp_path, eval_fn=eval_fn)
+    assert sorted(p.name for p in (tmp_path / "trajectories").iterdir()) == ["expert_000"]
+    assert (tmp_path / "training" / "expert_001" / "checkpoints").is_dir()
+    metrics = _train_toy_experts(tmp_path, eval_fn=eval_fn)
+    assert [m["test_accuracy"] for m in metrics] == [0.5, 0.5] and len(calls) == 3
+    assert not (tmp_path / "training" / "expert_001" / "checkpoints").exists()
+    template = init_fn(jax.random.key(0))
+    np.testing.assert_array_equal(
+        load_trajectories(template, directory=tmp_path, num_experts=2, epochs=2),
+        load_trajectories(template, directory=d, num_experts=2, epochs=2),
+    )
+    with pytest.raises(ValueError, match="expert 0 .* has 2 epochs, fewer than the 3"):
+        _train_toy_experts(tmp_path, num_epochs=3)
 
 
 def test_expert_errors(experts, tmp_path):
     d, _ = experts
     with pytest.raises(FileNotFoundError, match="expert 2: no trajectory"):
-        load_trajectories(d, init_fn(jax.random.key(0)), num_experts=3, epochs=2)
-    with pytest.raises(FileNotFoundError, match=r"epochs \[3\] missing"):
-        load_trajectories(d, init_fn(jax.random.key(0)), num_experts=1, epochs=3)
+        load_trajectories(init_fn(jax.random.key(0)), directory=d, num_experts=3, epochs=2)
+    with pytest.raises(FileNotFoundError, match=r"holds epochs 0\.\.2, need 0\.\.3"):
+        load_trajectories(init_fn(jax.random.key(0)), directory=d, num_experts=1, epochs=3)
     wrong = ConvNet(num_classes=3, width=5, depth=1).init(
         jax.random.key(0), jnp.zeros((1, 6, 6, 1))
     )["params"]
     with pytest.raises(ValueError, match="inconsistent with the model"):
-        load_trajectories(d, wrong, num_experts=1, epochs=1)
+        load_trajectories(wrong, directory=d, num_experts=1, epochs=1)
     p = init_fn(jax.random.key(0))
     with pytest.raises(ValueError, match="inconsistent with expert 0 epoch 0"):
         stack_trajectories([[p, p], [p, wrong]])
     with pytest.raises(ValueError, match="expert 1 has 1 epochs"):
         stack_trajectories([[p, p], [p]])
     with pytest.raises(FileNotFoundError, match="no trajectory"):
-        load_trajectories(tmp_path, p, num_experts=1, epochs=1)
+        load_trajectories(p, directory=tmp_path, num_experts=1, epochs=1)
 
 
 def test_soft_label_assignment_and_learned_labels(experts):
     d, _ = experts
-    buf = load_trajectories(d, init_fn(jax.random.key(0)), num_experts=1, epochs=2)
+    buf = load_trajectories(init_fn(jax.random.key(0)), directory=d, num_experts=1, epochs=2)
     from jax.flatten_util import ravel_pytree
 
     unravel = ravel_pytree(init_fn(jax.random.key(0)))[1]
     start, target = unravel(buf[0, 1]), unravel(buf[0, 2])
     x, _ = _toy(9, seed=1)
-    labels = soft_label_assignment(apply_fn, target, jnp.asarray(x))
+    labels = soft_label_assignment(target, jnp.asarray(x), apply_fn=apply_fn)
     chex.assert_shape(labels, (9, 3))
     np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(labels, jax.nn.softmax(apply_fn(target, x)), rtol=1e-6)
     # Labels are targets: no gradient flows through SLA into the images.
-    g = jax.grad(lambda v: jnp.sum(soft_label_assignment(apply_fn, target, v) ** 2))(x)
+    g = jax.grad(lambda v: jnp.sum(soft_label_assignment(target, v, apply_fn=apply_fn) ** 2))(x)
     np.testing.assert_array_equal(g, 0.0)
     with pytest.raises(ValueError, match="temperature"):
-        soft_label_assignment(apply_fn, target, x, temperature=0.0)
+        soft_label_assignment(target, x, apply_fn=apply_fn, temperature=0.0)
 
     # Learned labels: the matching loss has a nonzero gradient w.r.t. the label logits.
     def loss(logits):
@@ -128,9 +157,9 @@ def test_soft_label_assignment_and_learned_labels(experts):
             jnp.asarray(x),
             jax.nn.softmax(logits),
             0.1,
+            jax.random.key(0),
             start,
             target,
-            jax.random.key(0),
             apply_fn=apply_fn,
             num_steps=2,
             batch_size=3,
@@ -176,12 +205,12 @@ def test_preprocessor_and_zca():
 
 def test_real_subset():
     labels = np.repeat(np.arange(4), 5)
-    idx = real_subset(jax.random.key(0), labels, 3, 4)
+    idx = real_subset(jax.random.key(0), labels, per_class=3, num_classes=4)
     chex.assert_shape(idx, (12,))
     np.testing.assert_array_equal(labels[idx], np.repeat(np.arange(4), 3))
     assert len(set(idx.tolist())) == 12
     with pytest.raises(ValueError, match="fewer than 6"):
-        real_subset(jax.random.key(0), labels, 6, 4)
+        real_subset(jax.random.key(0), labels, per_class=6, num_classes=4)
 
 
 @pytest.mark.parametrize("name, size", [("cifar100", 32), ("imagenet64", 64)])

@@ -7,15 +7,20 @@ import numpy as np
 import pytest
 
 from experiments.distill import report
-from experiments.distill.configs.default import get_config
+from experiments.distill.configs.default import get_config, validate
 from experiments.distill.train import train_and_evaluate
-from robustml_jax.core import experiment
+from robustml_jax.core import datasets, experiment
+from robustml_jax.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke run through the report entry point, which runs the main's
     ``experiment.run(train_and_evaluate, config, workdir)`` in-process."""
+    try:
+        datasets.locate(get_config("smoke").dataset)
+    except datasets.DatasetNotFoundError as e:
+        pytest.skip(str(e))
     workdir = tmp_path_factory.mktemp("distill_smoke")
     rep = report.run(workdir, "smoke")
     return workdir, json.loads((workdir / "results.json").read_text()), rep
@@ -70,25 +75,29 @@ def test_report_smoke(smoke_run):
     assert "random real" in rep.summary
 
 
-def test_unknown_config_and_bad_schedule(tmp_path):
-    with pytest.raises(ValueError, match="unknown config 'huge'"):
+def test_unknown_config_and_invalid_values(tmp_path):
+    with pytest.raises(ConfigError, match="unknown config 'huge'"):
         get_config("huge")
     config = get_config("smoke")
     config.max_start_epoch = 3  # 3 - 1 + 1 = 3 > the experts' 2 epochs
-    config.expert_dir = str(tmp_path / "experts")
-    config.num_experts = 1
-    with pytest.raises(ValueError, match="exceeds the experts' 2 epochs"):
-        train_and_evaluate(config, tmp_path, _runtime())
-
-
-def _runtime():
-    from robustml_jax.core import distributed
-
-    return distributed.setup(get_config("smoke"))
+    with pytest.raises(ConfigError, match="max_start_epoch=3: .*exceed the experts' 2 epochs"):
+        validate(config)
+    with pytest.raises(ConfigError, match="max_start_epoch=3"):  # also without the main
+        train_and_evaluate(config, tmp_path, None)
+    for field, value, match in [
+        ("gradient", "exact", "one of"),
+        ("label_mode", "soft", "one of"),
+        ("ipc", 0, "a positive integer"),
+        ("batch_syn", -1, "a non-negative integer"),
+    ]:
+        config = get_config("smoke")
+        config[field] = value
+        with pytest.raises(ConfigError, match=f"config.{field}=.*must be {match}"):
+            validate(config)
 
 
 def test_missing_expert_file_is_a_clear_error(tmp_path):
     from robustml_jax.distill import load_trajectories
 
     with pytest.raises(FileNotFoundError, match="expert 0: no trajectory"):
-        load_trajectories(tmp_path, {"w": jax.numpy.zeros(2)}, num_experts=1, epochs=1)
+        load_trajectories({"w": jax.numpy.zeros(2)}, directory=tmp_path, num_experts=1, epochs=1)

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from robustml_jax.core.losses import soft_cross_entropy
 from robustml_jax.distill import (
     dsa_augment,
     minibatch_indices,
-    soft_cross_entropy,
     student_trajectory,
     trajectory_matching_loss,
 )
@@ -52,9 +52,9 @@ def loss_fn(mode, start, target, key, num_steps, batch_size=3, augment_fn=None):
             x,
             y,
             lr,
+            key,
             start,
             target,
-            key,
             apply_fn=mlp_apply,
             num_steps=num_steps,
             batch_size=batch_size,
@@ -98,7 +98,9 @@ def test_loss_is_one_without_steps_and_same_in_all_modes():
 def test_loss_matches_python_loop_reference():
     x, y, start, target, key = make_problem()
     lr, n, b = 0.3, 5, 2
-    idx = np.asarray(minibatch_indices(jax.random.split(key)[0], S, n, b))
+    idx = np.asarray(
+        minibatch_indices(jax.random.split(key)[0], num_examples=S, num_steps=n, batch_size=b)
+    )
     theta = start
     for i in range(n):
         g = jax.grad(lambda p, i=i: soft_cross_entropy(mlp_apply(p, x[idx[i]]), y[idx[i]]))(theta)
@@ -106,7 +108,7 @@ def test_loss_matches_python_loop_reference():
     num = sum(jnp.sum((theta[k] - target[k]) ** 2) for k in theta)
     den = sum(jnp.sum((start[k] - target[k]) ** 2) for k in theta)
     ours = trajectory_matching_loss(
-        x, y, lr, start, target, key, apply_fn=mlp_apply, num_steps=n, batch_size=b
+        x, y, lr, key, start, target, apply_fn=mlp_apply, num_steps=n, batch_size=b
     )
     np.testing.assert_allclose(ours, num / den, rtol=1e-5)
 
@@ -172,8 +174,10 @@ def test_tesla_matches_first_order_gradient_and_finite_differences(x64):
     _, (gx, glr, gy) = grads("tesla", x, y, lr, start, target, key, n, batch_size=b)
     start_flat, unravel = ravel_pytree(start)
     target_flat, _ = ravel_pytree(target)
-    traj = student_trajectory(x, y, lr, start, key, apply_fn=mlp_apply, num_steps=n, batch_size=b)
-    idx = np.asarray(minibatch_indices(jax.random.split(key)[0], S, n, b))
+    traj = student_trajectory(x, y, lr, key, start, apply_fn=mlp_apply, num_steps=n, batch_size=b)
+    idx = np.asarray(
+        minibatch_indices(jax.random.split(key)[0], num_examples=S, num_steps=n, batch_size=b)
+    )
 
     # Hand-derived: dL/dX = sum_i (2/D) (-lr) (theta_N - target)^T dg_i/dX, dg_i/dX explicit.
     d = jnp.sum((start_flat - target_flat) ** 2)
@@ -226,7 +230,7 @@ def test_tesla_gradient_for_start_and_target_params(x64):
 
     def f(s, t, mode):
         return trajectory_matching_loss(
-            x, y, 0.2, s, t, key, apply_fn=mlp_apply, num_steps=1, batch_size=3, gradient=mode
+            x, y, 0.2, key, s, t, apply_fn=mlp_apply, num_steps=1, batch_size=3, gradient=mode
         )
 
     gt_t = jax.grad(f, argnums=1)(start, target, "tesla")
@@ -275,9 +279,9 @@ def test_no_retrace_on_new_values():
             x,
             y,
             lr,
+            key,
             start,
             target,
-            key,
             apply_fn=mlp_apply,
             num_steps=3,
             batch_size=2,
@@ -292,14 +296,22 @@ def test_no_retrace_on_new_values():
 @hypothesis.given(num_examples=st.integers(1, 12), num_steps=st.integers(1, 9), data=st.data())
 def test_minibatch_indices_properties(num_examples, num_steps, data):
     batch = data.draw(st.integers(1, num_examples))
-    idx = np.asarray(minibatch_indices(jax.random.key(0), num_examples, num_steps, batch))
+    idx = np.asarray(
+        minibatch_indices(
+            jax.random.key(0), num_examples=num_examples, num_steps=num_steps, batch_size=batch
+        )
+    )
     chex.assert_shape(idx, (num_steps, batch))
     assert idx.min() >= 0 and idx.max() < num_examples
     per_pass = num_examples // batch
     for start in range(0, num_steps, per_pass):
         chunk = idx[start : start + per_pass].ravel()
         assert len(set(chunk.tolist())) == len(chunk)  # no repeats within a pass
-    again = np.asarray(minibatch_indices(jax.random.key(0), num_examples, num_steps, batch))
+    again = np.asarray(
+        minibatch_indices(
+            jax.random.key(0), num_examples=num_examples, num_steps=num_steps, batch_size=batch
+        )
+    )
     np.testing.assert_array_equal(idx, again)
 
 
@@ -316,22 +328,22 @@ def test_bad_arguments(kwargs, match):
     x, y, start, target, key = make_problem()
     args = {"apply_fn": mlp_apply, "num_steps": 2, "batch_size": 2, **kwargs}
     with pytest.raises(ValueError, match=match):
-        trajectory_matching_loss(x, y, 0.1, start, target, key, **args)
+        trajectory_matching_loss(x, y, 0.1, key, start, target, **args)
 
 
 def test_bad_shapes():
     x, y, start, target, key = make_problem()
     kw = {"apply_fn": mlp_apply, "num_steps": 2, "batch_size": 2}
     with pytest.raises(ValueError, match="same number of examples"):
-        trajectory_matching_loss(x[:-1], y, 0.1, start, target, key, **kw)
+        trajectory_matching_loss(x[:-1], y, 0.1, key, start, target, **kw)
     with pytest.raises(ValueError, match="syn_y has C=4 classes"):
-        trajectory_matching_loss(x, jnp.ones((S, C + 1)) / 4, 0.1, start, target, key, **kw)
+        trajectory_matching_loss(x, jnp.ones((S, C + 1)) / 4, 0.1, key, start, target, **kw)
     with pytest.raises(ValueError, match="syn_y must be"):
-        trajectory_matching_loss(x, jnp.arange(S), 0.1, start, target, key, **kw)
+        trajectory_matching_loss(x, jnp.arange(S), 0.1, key, start, target, **kw)
     with pytest.raises(ValueError, match="apply_fn.*fails on synthetic images of shape"):
-        trajectory_matching_loss(jnp.ones((S, 3, 3, 1)), y, 0.1, start, target, key, **kw)
+        trajectory_matching_loss(jnp.ones((S, 3, 3, 1)), y, 0.1, key, start, target, **kw)
     bad_target = {**target, "extra": jnp.zeros(2)}
     with pytest.raises(ValueError, match="same tree structure"):
-        trajectory_matching_loss(x, y, 0.1, start, bad_target, key, **kw)
+        trajectory_matching_loss(x, y, 0.1, key, start, bad_target, **kw)
     with pytest.raises(ValueError, match="syn_lr must be a scalar"):
-        trajectory_matching_loss(x, y, jnp.ones(2), start, target, key, **kw)
+        trajectory_matching_loss(x, y, jnp.ones(2), key, start, target, **kw)

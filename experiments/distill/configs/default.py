@@ -9,9 +9,10 @@ Variants (hardware, expected runtime, target):
 
 * ``smoke``: MNIST-5k subset, tiny ConvNet, a few iterations; any CPU, < 1 min. Checks the
   pipeline only.
-* ``small``: CIFAR-10 (5k-image training subset), ConvNet width 16, 2 experts x 3 epochs,
-  IPC 1, 40 iterations; 2 CPU cores, a few minutes. Target: distilled accuracy above the random
-  real subset of the same size (the paper's 48.5% / MTT's 46.3% need the full-scale run).
+* ``small`` (the documented default below): CIFAR-10 (5k-image training subset), ConvNet width
+  16, 2 experts x 3 epochs, IPC 1, 40 iterations; 2 CPU cores, a few minutes. Target: distilled
+  accuracy above the random real subset of the same size (the paper's 48.5% / MTT's 46.3% need
+  the full-scale run).
 * ``cpu_ipc10`` / ``cpu_ipc1``: the longest CPU runs (full CIFAR-10 train set, ZCA, ConvNet
   width 16, 3 experts x 8 epochs (about 25 min), IPC 10 / 1, 400 / 200 iterations, 2
   evaluation nets x 1000 epochs as in MTT); an idle 2-core CPU, about 75 / 20 min after the
@@ -30,29 +31,112 @@ Variants (hardware, expected runtime, target):
 
 import ml_collections
 
-from robustml_jax.core.experiment import unknown_config
+from robustml_jax.core import configs
+from robustml_jax.distill import DSA_STRATEGY, GRADIENT_MODES, LABEL_MODES
 
-NAMES = ("smoke", "small", "full", "cpu_ipc10", "cpu_ipc1")
+# The CPU runs: MTT's CIFAR-10 settings (ZCA, M = 2, lr_img 1000; IPC 1: N = 50, lr_lr 1e-7) at
+# width 16 with 3 experts x 8 epochs, the longest an idle 2-core CPU affords (see NOTES.md);
+# both share the experts through --config.expert_dir.
+_CPU = {
+    "width": 16,
+    "zca": True,
+    "num_experts": 3,
+    "expert_train_epochs": 8,
+    "expert_epochs": 2,
+    "lr_img": 1000.0,
+    "eval_models": 2,
+    "eval_epochs": 1000,
+    "checkpoint_every": 10,
+}
+
+VARIANTS = {
+    "smoke": {
+        "dataset": "mnist_5k",
+        "train_examples": 1000,
+        "test_examples": 500,
+        "width": 8,
+        "depth": 2,
+        "dsa_strategy": "flip",
+        "num_experts": 1,
+        "expert_train_epochs": 2,
+        "expert_batch": 100,
+        "max_start_epoch": 1,
+        "expert_epochs": 1,
+        "syn_steps": 4,
+        "lr_img": 100.0,
+        "lr_lr": 1e-5,
+        "iterations": 4,
+        "eval_models": 2,
+        "eval_epochs": 10,
+        "log_every": 2,
+        "checkpoint_every": 2,
+        "progress": False,
+    },
+    "small": {},
+    "cpu_ipc10": {
+        **_CPU,
+        "train_examples": 0,
+        "ipc": 10,
+        "max_start_epoch": 6,
+        "syn_steps": 20,
+        "batch_syn": 20,
+        "lr_lr": 1e-5,
+        "iterations": 400,
+        "eval_every": 200,
+    },
+    "cpu_ipc1": {
+        **_CPU,
+        "train_examples": 0,
+        "ipc": 1,
+        "max_start_epoch": 2,
+        "syn_steps": 50,
+        "batch_syn": 0,
+        "lr_lr": 1e-7,
+        "iterations": 200,
+        "eval_every": 0,
+    },
+    "full": {
+        "dataset": "cifar100",
+        "train_examples": 0,
+        "zca": True,
+        "zca_fit_examples": 0,
+        "width": 128,
+        "num_experts": 100,
+        "expert_train_epochs": 50,
+        "ipc": 50,
+        "syn_steps": 80,
+        "expert_epochs": 2,
+        "max_start_epoch": 40,
+        "batch_syn": 125,
+        "lr_img": 1000.0,
+        "lr_lr": 1e-5,
+        "iterations": 5000,
+        "eval_every": 500,
+        "eval_models": 5,
+        "eval_epochs": 1000,
+        "checkpoint_every": 100,
+    },
+}
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
+    """The documented default is `small`; the other variants override a few fields."""
+    c = configs.base(seed=0)
     # data
     c.dataset = "cifar10"
-    c.train_examples = 0  # 0 = the whole training split
+    c.train_examples = 5000  # 0 = the whole training split
     c.test_examples = 0
     c.zca = False
-    c.zca_fit_examples = 10000
+    c.zca_fit_examples = 10000  # 0 = fit ZCA on every training image
     # model: ConvNet (instance norm, avg-pool); depth 0 = 3 for 32x32, 4 (ConvNetD4) for 64x64
-    c.width = 32
+    c.width = 16
     c.depth = 0
     c.norm = "instance"
-    c.dsa_strategy = "color_crop_cutout_flip_scale_rotate"
+    c.dsa_strategy = DSA_STRATEGY  # "" = no augmentation
     # experts (MTT buffer.py): plain SGD
     c.expert_dir = ""  # "" = <workdir>/experts
     c.num_experts = 2
-    c.expert_train_epochs = 4
+    c.expert_train_epochs = 3
     c.lr_teacher = 0.01
     c.expert_batch = 256
     # distillation
@@ -62,95 +146,43 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.sla_temperature = 1.0
     c.label_init_scale = 3.0
     c.lr_label = 10.0
-    c.syn_steps = 20
-    c.expert_epochs = 2
-    c.max_start_epoch = 2
+    c.syn_steps = 10  # N student steps
+    c.expert_epochs = 2  # M expert epochs matched
+    c.max_start_epoch = 2  # start epochs t drawn from [0, max_start_epoch)
     c.batch_syn = 0  # 0 = all synthetic images per step
-    c.lr_img = 100.0
-    c.lr_lr = 1e-5
+    c.lr_img = 1000.0
+    c.lr_lr = 1e-7
     c.syn_momentum = 0.5
-    c.iterations = 60
+    c.iterations = 40
     # evaluation (evaluate_synset)
     c.eval_every = 0  # 0 = only at the end
-    c.eval_models = 3
-    c.eval_epochs = 300
+    c.eval_models = 2
+    c.eval_epochs = 150
     c.eval_batch = 256
     # loop
     c.log_every = 10
     c.checkpoint_every = 20
-    c.progress = True
-    c.num_devices = 0
-    c.distributed = ml_collections.ConfigDict(
-        {"coordinator_address": "", "num_processes": 1, "process_id": 0}
+    return configs.variant(c, arg, VARIANTS)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raises :class:`robustml_jax.core.errors.ConfigError` for an invalid config."""
+    for name in ("num_experts", "expert_train_epochs", "expert_batch", "ipc", "syn_steps"):
+        configs.check(c, name, lambda v: int(v) == v and v > 0, "a positive integer")
+    for name in ("iterations", "expert_epochs", "eval_models", "eval_epochs", "eval_batch"):
+        configs.check(c, name, lambda v: int(v) == v and v > 0, "a positive integer")
+    for name in ("train_examples", "test_examples", "batch_syn", "eval_every", "depth"):
+        configs.check(c, name, lambda v: int(v) == v and v >= 0, "a non-negative integer")
+    configs.check(c, "gradient", lambda v: v in GRADIENT_MODES, f"one of {GRADIENT_MODES}")
+    configs.check(c, "label_mode", lambda v: v in LABEL_MODES, f"one of {LABEL_MODES}")
+    configs.check(c, "lr_teacher", lambda v: v > 0, "positive")
+    configs.check(c, "sla_temperature", lambda v: v > 0, "positive")
+    configs.check(
+        c,
+        "max_start_epoch",
+        lambda v: 1 <= v and v - 1 + c.expert_epochs <= c.expert_train_epochs,
+        f"in [1, expert_train_epochs - expert_epochs + 1 = "
+        f"{c.expert_train_epochs - c.expert_epochs + 1}]: the last target epoch "
+        f"max_start_epoch - 1 + expert_epochs must not exceed the experts' "
+        f"{c.expert_train_epochs} epochs",
     )
-    if arg == "smoke":
-        c.dataset = "mnist_5k"
-        c.train_examples = 1000
-        c.test_examples = 500
-        c.width = 8
-        c.depth = 2
-        c.dsa_strategy = "flip"
-        c.num_experts = 1
-        c.expert_train_epochs = 2
-        c.expert_batch = 100
-        c.max_start_epoch = 1
-        c.expert_epochs = 1
-        c.syn_steps = 4
-        c.iterations = 4
-        c.eval_models = 2
-        c.eval_epochs = 10
-        c.log_every = 2
-        c.checkpoint_every = 2
-        c.progress = False
-    elif arg == "small":
-        c.train_examples = 5000
-        c.width = 16
-        c.expert_train_epochs = 3
-        c.syn_steps = 10
-        c.lr_img = 1000.0
-        c.lr_lr = 1e-7
-        c.iterations = 40
-        c.eval_models = 2
-        c.eval_epochs = 150
-    elif arg in ("cpu_ipc10", "cpu_ipc1"):
-        # The longest runs an idle 2-core CPU affords in about an hour (see NOTES.md); both
-        # share the experts through --config.expert_dir. MTT's CIFAR-10 settings (ZCA, M = 2,
-        # lr_img 1000, IPC 1: N = 50, lr_lr 1e-7) at width 16, 3 experts x 8 epochs.
-        c.width = 16
-        c.zca = True
-        c.num_experts = 3
-        c.expert_train_epochs = 8
-        c.expert_epochs = 2
-        c.lr_img = 1000.0
-        c.ipc = 10 if arg == "cpu_ipc10" else 1
-        c.max_start_epoch = 6 if arg == "cpu_ipc10" else 2
-        c.syn_steps = 20 if arg == "cpu_ipc10" else 50
-        c.batch_syn = 20 if arg == "cpu_ipc10" else 0
-        c.lr_lr = 1e-5 if arg == "cpu_ipc10" else 1e-7
-        c.iterations = 400 if arg == "cpu_ipc10" else 200
-        c.eval_every = 200 if arg == "cpu_ipc10" else 0
-        c.eval_models = 2
-        c.eval_epochs = 1000
-        c.checkpoint_every = 10
-    elif arg == "full":
-        c.dataset = "cifar100"
-        c.zca = True
-        c.zca_fit_examples = 0
-        c.width = 128
-        c.num_experts = 100
-        c.expert_train_epochs = 50
-        c.ipc = 50
-        c.syn_steps = 80
-        c.expert_epochs = 2
-        c.max_start_epoch = 40
-        c.batch_syn = 125
-        c.lr_img = 1000.0
-        c.lr_lr = 1e-5
-        c.iterations = 5000
-        c.eval_every = 500
-        c.eval_models = 5
-        c.eval_epochs = 1000
-        c.checkpoint_every = 100
-    else:
-        raise unknown_config(arg, NAMES)
-    return c

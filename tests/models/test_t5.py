@@ -134,8 +134,12 @@ def ref_forward(p, cfg, enc, dec, targets=None, mask_value=-1e10):
         s = s / s.sum(-1, keepdims=True)
         return np.einsum("hqk,khd->qhd", s, v).reshape(len(xq), h * d) @ w["out"]["kernel"]
 
+    acts = {"gelu": gelu_tanh, "relu": lambda x: np.maximum(x, 0.0), "linear": lambda x: x}
+
     def mlp(x, w):
-        a = gelu_tanh(x @ w["wi_0"]["kernel"]) * (x @ w["wi_1"]["kernel"])
+        names = ["wi"] if len(cfg.mlp_activations) == 1 else ["wi_0", "wi_1"]
+        branches = zip(cfg.mlp_activations, names, strict=True)
+        a = np.prod([acts[f](x @ w[n]["kernel"]) for f, n in branches], 0)
         return a @ w["wo"]["kernel"]
 
     emb = p["token_embedder"]["embedding"]
@@ -171,7 +175,10 @@ def ref_forward(p, cfg, enc, dec, targets=None, mask_value=-1e10):
             y = y + attention(z, encoded, w["encoder_decoder_attention"], cross_bias)
             y = y + mlp(norm(y, w["pre_mlp_layer_norm"]["scale"]), w["mlp"])
         y = norm(y, p["decoder"]["decoder_norm"]["scale"])
-        out.append(y @ p["decoder"]["logits_dense"]["kernel"])
+        if cfg.logits_via_embedding:  # original T5: tied output layer, scaled by 1/sqrt(E)
+            out.append(y @ emb.T / np.sqrt(cfg.emb_dim))
+        else:
+            out.append(y @ p["decoder"]["logits_dense"]["kernel"])
     return np.stack(out)
 
 
@@ -262,6 +269,24 @@ def test_forward_float64_matches_reference_tightly(params, x64):
     np.testing.assert_allclose(
         logits, ref_forward(params, CFG, enc, dec, targets), rtol=1e-10, atol=1e-10
     )
+
+
+def test_t5_1_0_variant_and_bfloat16():
+    """Original T5 (ReLU MLP, tied output layer) against the reference; bfloat16 activations."""
+    cfg = t5.T5Config(
+        **{**CFG.__dict__, "mlp_activations": ("relu",), "logits_via_embedding": True}
+    )
+    p = random_params(cfg, seed=5)
+    enc, dec, targets = _case("target_padding")
+    logits = jax.jit(t5.T5(cfg).apply)({"params": p}, enc, dec)
+    np.testing.assert_allclose(logits, ref_forward(p, cfg, enc, dec), rtol=1e-5, atol=1e-5)
+    params = random_params(CFG)
+    want = ref_forward(params, CFG, enc, dec)
+    for bf16 in (dict(), dict(float32_attention_logits=True)):
+        cfg16 = t5.T5Config(**{**CFG.__dict__, "dtype": jnp.bfloat16, **bf16})
+        got = jax.jit(t5.T5(cfg16).apply)({"params": params}, enc, dec)
+        assert got.dtype == jnp.float32  # logits stay float32, as in t5x
+        np.testing.assert_allclose(got, want, atol=0.15 * np.abs(want).max())
 
 
 def test_decoder_is_causal_and_encoder_padding_is_ignored(params, apply_jit):

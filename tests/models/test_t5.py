@@ -313,7 +313,7 @@ def test_kv_cache_matches_full_forward(params, apply_jit):
     chex.assert_shape(cache["decoder"]["layers_0"]["self_attention"]["cached_key"], (2, 6, 3, 5))
     for i in range(dec.shape[1]):
         logits, cache = step(params, cache, enc, dec[:, i : i + 1], config=CFG)
-        np.testing.assert_allclose(logits, full[:, i], rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(logits, full[:, i], rtol=1e-5, atol=1e-5)
     assert int(cache["decoder"]["cache_index"]) == dec.shape[1]
 
 

@@ -5,9 +5,10 @@
 """
 
 from experiments.lipschitz import train
+from experiments.lipschitz.configs import default
 from robustml_jax.core import experiment
 
-main = experiment.define_main(train.train_and_evaluate)
+main = experiment.define_main(train.train_and_evaluate, validate=default.validate)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 
 from experiments.lipschitz import train
-from experiments.lipschitz.configs.default import get_config
+from experiments.lipschitz.configs.default import get_config, validate
 from robustml_jax.core import experiment
 from robustml_jax.core.report import PaperReport, Row, report_main
 
@@ -19,6 +19,7 @@ def _fmt(x, digits=4):
 
 def run(workdir: pathlib.Path, scale: str) -> PaperReport:
     config = get_config(scale)
+    validate(config)
     res = experiment.run(train.train_and_evaluate, config, workdir)
     tasks = res["tasks"]
     rows = [

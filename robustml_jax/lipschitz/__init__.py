@@ -17,6 +17,19 @@ from robustml_jax.lipschitz._bounds import (
     partial_derivative_bound,
     preactivation_bounds,
 )
+from robustml_jax.lipschitz._data import Tabular, diabetes_data, image_data, synthetic_data
+from robustml_jax.lipschitz._evaluate import (
+    ALL_METHODS,
+    BOUND_METHODS,
+    BoundTable,
+    MonotoneCertificates,
+    bounds_table,
+    certify_monotone,
+    evaluate_bounds,
+    point_items,
+    summarize,
+)
+from robustml_jax.lipschitz._models import cnn, mlp, train_model
 from robustml_jax.lipschitz._network import (
     Affine,
     AvgPool,
@@ -26,26 +39,52 @@ from robustml_jax.lipschitz._network import (
     from_dense,
     from_flax,
 )
-from robustml_jax.lipschitz._reference import exact_lipschitz, gradient_norm, sampled_lower_bound
+from robustml_jax.lipschitz._plots import monotonicity_figure, sweep_figure, time_figure
+from robustml_jax.lipschitz._reference import (
+    ExactLipschitz,
+    exact_lipschitz,
+    gradient_norm,
+    sampled_lower_bound,
+)
 
 __all__ = [
+    "ALL_METHODS",
+    "BOUND_METHODS",
     "METHODS",
     "Affine",
     "AvgPool",
     "BaBResult",
+    "BoundTable",
+    "ExactLipschitz",
     "Flatten",
     "GradientBounds",
+    "MonotoneCertificates",
+    "Tabular",
     "as_network",
+    "bounds_table",
     "branch_and_bound",
+    "certify_monotone",
+    "cnn",
+    "diabetes_data",
+    "evaluate_bounds",
     "exact_lipschitz",
     "forward",
     "from_dense",
     "from_flax",
     "gradient_bounds",
     "gradient_norm",
+    "image_data",
     "local_lipschitz_bound",
+    "mlp",
+    "monotonicity_figure",
     "naive_bound",
     "partial_derivative_bound",
+    "point_items",
     "preactivation_bounds",
     "sampled_lower_bound",
+    "summarize",
+    "sweep_figure",
+    "synthetic_data",
+    "time_figure",
+    "train_model",
 ]

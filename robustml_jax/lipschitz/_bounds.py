@@ -52,6 +52,7 @@ __all__ = [
     "gradient_bounds",
     "local_lipschitz_bound",
     "naive_bound",
+    "partial_derivative_bound",
     "preactivation_bounds",
 ]
 
@@ -463,7 +464,9 @@ def _domain_bound(net, x0, eps, cs, split, method, forward):
 
 
 @full_precision
-def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = "crown"):
+def gradient_bounds(
+    layers, x0, eps, *, c, method: str = "ours", forward: str = "crown"
+) -> GradientBounds:
     """Bounds on each partial derivative d(c.f)/dx_i over the l_inf ball (monotonicity).
 
     A lower bound >= 0 for feature i certifies that c.f is non-decreasing in x_i on the ball
@@ -475,9 +478,11 @@ def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = 
       eps: radius >= 0.
       c: [K] output direction.
       method: "ours", "recurjac" or "interval".
+      forward: pre-activation bounds, "crown" or "interval".
 
     Returns:
-      (lower [N_0], upper [N_0]).
+      :class:`GradientBounds` of the whole ball (``lower`` / ``upper`` [N_0] are the partial
+      derivative bounds, ``lipschitz`` the bound on ||d(c.f)/dx||_1).
     """
     net = as_network(layers)
     x0 = jnp.asarray(x0)
@@ -485,8 +490,7 @@ def gradient_bounds(layers, x0, eps, *, c, method: str = "ours", forward: str = 
     if method not in ("ours", "recurjac", "interval"):
         raise ValueError(f"gradient_bounds: method must be ours/recurjac/interval, got {method!r}")
     cs = _directions(net, c, x0.dtype)
-    res = _bound_for_c(net, cs[0], *_forward_part(net, x0, eps, None, forward), method)
-    return res.lower, res.upper
+    return _bound_for_c(net, cs[0], *_forward_part(net, x0, eps, None, forward), method)
 
 
 @full_precision

@@ -13,6 +13,7 @@ Shapes: N_0 = input size, K = outputs, P = sampled points.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,23 @@ from robustml_jax.lipschitz._network import (
     validate_input,
 )
 
-__all__ = ["exact_lipschitz", "gradient_norm", "sampled_lower_bound"]
+__all__ = ["ExactLipschitz", "exact_lipschitz", "gradient_norm", "sampled_lower_bound"]
+
+
+class ExactLipschitz(NamedTuple):
+    """Result of :func:`exact_lipschitz`.
+
+    Attributes:
+      value: the exact max over the ball of ||d(c.f)/dx||_1 (float).
+      regions: activation regions meeting the ball (int).
+      lps: linear programs solved (int).
+      time_s: seconds spent.
+    """
+
+    value: float
+    regions: int
+    lps: int
+    time_s: float
 
 
 @full_precision
@@ -111,7 +128,7 @@ def sampled_lower_bound(
 
 def exact_lipschitz(
     layers, x0, eps, *, c=None, max_regions: int = 200_000, time_limit_s: float = 120.0
-) -> dict:
+) -> ExactLipschitz:
     """Exact max over the ball of the l1 norm of the Clarke gradient, for small dense MLPs.
 
     Args:
@@ -123,7 +140,7 @@ def exact_lipschitz(
       time_limit_s: give up (RuntimeError) after this many seconds.
 
     Returns:
-      dict with "value" (float), "regions" (regions meeting the ball), "lps" (LPs solved).
+      :class:`ExactLipschitz`.
     """
     net = as_network(layers)
     if any(layer.ops != (("dense",),) for layer in net):
@@ -195,4 +212,4 @@ def exact_lipschitz(
         assign(0, [], cons_a, cons_b)
 
     dfs(0, np.eye(n0), np.zeros(n0), [], [])
-    return {"value": best[0], **stats, "time_s": time.perf_counter() - t0}
+    return ExactLipschitz(best[0], stats["regions"], stats["lps"], time.perf_counter() - t0)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from experiments.lipschitz import report, train
-from experiments.lipschitz.configs.default import get_config
+from experiments.lipschitz.configs import default
 from robustml_jax.core import experiment
+from robustml_jax.core.errors import ConfigError
+from robustml_jax.core.results import MetricsLogger
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +20,7 @@ def workdir(tmp_path_factory):
 
 
 def test_main_smoke(workdir):
-    res = experiment.run(train.train_and_evaluate, get_config("smoke"), workdir)
+    res = experiment.run(train.train_and_evaluate, default.get_config("smoke"), workdir)
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["all_sound"] is True and on_disk["all_ordered"] is True
     task = res["tasks"]["synthetic_w8_d2"]
@@ -27,19 +30,57 @@ def test_main_smoke(workdir):
     assert res["tasks"]["monotone"]["sound"] is True
     for p in res["plots"]:
         assert (workdir / p).is_file()
-    assert (workdir / "synthetic_w8_d2" / "eval_ckpt").is_dir()
+    points = workdir / "synthetic_w8_d2" / "points"
+    assert sorted(p.name for p in points.iterdir()) == ["point_00000", "point_00001"]
+    logged = {r["split"] for r in MetricsLogger(workdir).read()}
+    assert logged == {"synthetic_w8_d2", "monotone"}
+    assert any((workdir / "tensorboard").glob("events.out.tfevents*"))
 
 
 def test_report_smoke_resumes(workdir):
+    """The report re-runs the smoke workdir: trained models and finished points are reused, a
+    point whose item is gone is recomputed to the same values."""
     first = json.loads((workdir / "results.json").read_text())
+    shutil.rmtree(workdir / "synthetic_w8_d2" / "points" / "point_00001")
     rep = report.run(workdir, "smoke")
     assert rep.rows and rep.summary
     by_metric = {r.metric: r.ours for r in rep.rows}
     gap = by_metric["tiny MLPs: mean gap of ours+BaB to the exact value (%)"]
-    assert gap == f"{first['mean_gap_ours_bab_pct']:.3g}"  # resumed: same numbers
+    assert gap == f"{first['mean_gap_ours_bab_pct']:.3g}"
+    again = json.loads((workdir / "results.json").read_text())
+    for key in ("ours_mean", "ours_bab_mean", "exact_mean", "sampled_mean", "test_accuracy"):
+        assert again["tasks"]["synthetic_w8_d2"][key] == first["tasks"]["synthetic_w8_d2"][key]
     assert all((workdir / p).is_file() for p in rep.plots)
 
 
 def test_unknown_config():
-    with pytest.raises(ValueError, match="unknown config 'huge'"):
-        get_config("huge")
+    with pytest.raises(ConfigError, match="unknown config 'huge'"):
+        default.get_config("huge")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("synthetic.eps", 0.0, "synthetic.eps=0.0: must be positive"),
+        ("monotone.eps", -0.1, "monotone.eps=-0.1: must be positive"),
+        ("methods", ("ours", "lipsdp"), "methods=.*must be a non-empty subset"),
+        ("num_points", 0, "num_points=0: must be a positive number"),
+        ("synthetic.widths", (8, 0), "widths=.*positive sizes"),
+        ("bab_steps", -1, "bab_steps=-1: must be a non-negative integer"),
+    ],
+)
+def test_validate_rejects_bad_values(field, value, message):
+    c = default.get_config("smoke")
+    default.validate(c)  # every variant is valid as shipped
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        default.validate(c)
+
+
+def test_variants_are_valid():
+    for arg in default.VARIANTS:
+        default.validate(default.get_config(arg))

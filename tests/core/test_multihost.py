@@ -91,6 +91,59 @@ def run_one_vs_two_processes(tmp_path, module, config, overrides, timeout=TIMEOU
     return tmp_path / "single", tmp_path / "multi"
 
 
+_SHARDING_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+port, pid = sys.argv[1], int(sys.argv[2])
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+from robustml_jax.core import sharding
+mesh = sharding.data_mesh()
+key = jax.random.split(jax.random.key(0), 3)[2]  # a PRNG key array (device_put refuses these)
+w = jax.device_put(jnp.arange(3.0), jax.local_devices()[0])  # committed to a local device
+params = sharding.replicate({"key": key, "w": w, "b": np.float32(2.0)}, mesh)
+rows = sharding.process_rows(8)
+batch = sharding.shard_batch({"x": np.arange(8.0, dtype=np.float32)[rows]}, mesh)
+f = jax.jit(lambda p, b: (jnp.sum(b["x"]) * p["w"] + p["b"], jax.random.uniform(p["key"])))
+y, u = f(params, batch)
+print(json.dumps({"rows": [rows.start, rows.stop], "y": np.asarray(y).tolist(),
+                  "u": float(u), "u_ref": float(jax.random.uniform(key)),
+                  "devices": len(mesh.devices.ravel()), "global": not y.is_fully_addressable}))
+"""
+
+
+def test_replicate_and_shard_batch_across_two_processes(tmp_path):
+    """``sharding.replicate`` takes PRNG keys and committed arrays to a mesh spanning two
+    processes, and each process's rows make up the global batch (sum over all 8 rows = 28)."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SHARDING_SCRIPT, str(port), str(i)],
+            cwd=REPO,
+            env=_env(1, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err[-3000:]
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert [o["rows"] for o in outs] == [[0, 4], [4, 8]]
+    for o in outs:
+        assert o["devices"] == 2 and o["global"]
+        assert o["y"] == [2.0, 30.0, 58.0]
+        assert o["u"] == o["u_ref"]
+
+
 def _metrics(workdir):
     return [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
 

@@ -249,7 +249,7 @@ def summary_table(papers: tuple[Paper, ...], reports: dict, rerun: set[str]) -> 
     rows = []
     for p in papers:
         rep = reports.get(p.folder)
-        status = _status(rep)
+        status = _status(rep) if rep is not None or not p.implemented else "not run"
         if rep is not None and p.folder not in rerun:
             status += " (kept)"
         metric = ours = theirs = time_s = ""

@@ -189,7 +189,7 @@ def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int, label: str
         try:
             while True:
                 try:
-                    rc = proc.wait(timeout=1.0 if progress.tty else min(1.0, progress.every))
+                    rc = proc.wait(timeout=1.0)
                     break
                 except subprocess.TimeoutExpired:
                     elapsed = time.perf_counter() - t0

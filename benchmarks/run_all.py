@@ -10,12 +10,18 @@ import pathlib
 import subprocess
 import sys
 
+from absl import app
+
 
 def main(argv: list[str]) -> int:
+    """``argv[1:]``: name prefixes of the modules to run (none: all)."""
+    prefixes = argv[1:]
     here = pathlib.Path(__file__).resolve().parent
     mods = sorted(p.stem for p in here.glob("*.py") if p.stem not in ("__init__", "run_all"))
-    if argv:
-        mods = [m for m in mods if any(m.startswith(a) for a in argv)]
+    if prefixes:
+        mods = [m for m in mods if any(m.startswith(a) for a in prefixes)]
+        if not mods:
+            raise app.UsageError(f"no benchmark module starts with {prefixes}")
     failed = []
     for m in mods:
         print(f"[bench] {m}", flush=True)
@@ -27,4 +33,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    app.run(main)

@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,12 @@ _OUT = flags.DEFINE_string("out", "reports", "Report folder (REPORT.md, figures/
 _TIMEOUT = flags.DEFINE_integer("timeout", 1500, "Per-paper time limit in seconds.")
 _RESUME = flags.DEFINE_bool(
     "resume", False, "Keep each paper's workdir and resume it (default: start every paper afresh)."
+)
+_PROGRESS_EVERY = flags.DEFINE_float(
+    "progress_every",
+    30.0,
+    "Seconds between progress lines while a paper runs (when stdout is not a terminal; a "
+    "terminal gets a one-line ticker updated every second).",
 )
 
 
@@ -70,8 +77,96 @@ PAPERS = (
 )
 
 
-def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def _estimate(p: Paper, out: pathlib.Path, scale: str) -> float | None:
+    """The paper's wall time in the last recorded run at this scale (``rows/<paper>.json``)."""
+    path = out / "rows" / f"{p.folder}.json"
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rep.get("scale", _report_scale(out)) != scale or rep.get("status") != "ok":
+        return None
+    wall = rep.get("wall_s", rep.get("runtime_s"))
+    return float(wall) if isinstance(wall, int | float) and wall > 0 else None
+
+
+def _report_scale(out: pathlib.Path) -> str | None:
+    """The scale named in the last REPORT.md (rows written before rows recorded their scale)."""
+    try:
+        text = (out / "REPORT.md").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^- scale: (\w+)", text, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def _last_log_line(log: pathlib.Path, width: int) -> str:
+    """The last thing the paper printed (the last segment of a progress bar's line), shortened."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [seg.strip() for line in tail.splitlines() for seg in line.split("\r")]
+    lines = [x for x in lines if x]
+    if not lines:
+        return ""
+    line = re.sub(r"^[IWEF]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ", "", lines[-1])  # absl prefix
+    return line if len(line) <= width else line[: max(width - 3, 0)] + "..."
+
+
+class _Progress:
+    """Progress of one paper: a ticker line on a terminal, else a plain line every ``every`` s."""
+
+    def __init__(self, label: str, estimate: float | None, log: pathlib.Path, every: float):
+        self.label, self.estimate, self.log, self.every = label, estimate, log, every
+        self.tty = sys.stdout.isatty()
+        self.last_print = time.perf_counter()
+        self.width = shutil.get_terminal_size((100, 24)).columns
+
+    def status(self, elapsed: float) -> str:
+        if self.estimate is None:
+            est = "no estimate"
+        elif elapsed <= self.estimate:
+            est = f"~{_duration(self.estimate)} last run, {elapsed / self.estimate:.0%}"
+        else:
+            est = f"over the last run's {_duration(self.estimate)}"
+        return f"[reproduce] {self.label}: {_duration(elapsed)} ({est})"
+
+    def tick(self, elapsed: float) -> None:
+        now = time.perf_counter()
+        if self.tty:
+            line = self.status(elapsed)
+            room = self.width - len(line) - 4
+            tail = _last_log_line(self.log, room) if room > 10 else ""
+            line = f"{line} | {tail}" if tail else line
+            sys.stdout.write("\r\033[K" + line[: self.width - 1])
+            sys.stdout.flush()
+        elif now - self.last_print >= self.every:
+            tail = _last_log_line(self.log, 80)
+            print(self.status(elapsed) + (f" | {tail}" if tail else ""), flush=True)
+            self.last_print = now
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
+
+
+def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int, label: str = "") -> dict:
     workdir = out / "workdirs" / p.folder
+    estimate = _estimate(p, out, scale)
     if not _RESUME.value:
         shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -83,17 +178,32 @@ def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
         f"--workdir={workdir}",
         f"--scale={scale}",
     ]
-    print(f"[reproduce] paper {p.number} ({p.folder}): {' '.join(cmd)}", flush=True)
+    label = label or f"{p.number} {p.folder}"
+    est = f"about {_duration(estimate)} in the last run" if estimate else "no estimate"
+    print(f"[reproduce] {label}: started ({est}); log: {workdir / 'log.txt'}", flush=True)
     t0 = time.perf_counter()
     log = workdir / "log.txt"
-    try:
-        with open(log, "w") as f:
-            proc = subprocess.run(
-                cmd, cwd=_ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout
-            )
-        rc = proc.returncode
-    except subprocess.TimeoutExpired:
-        rc = "timeout"
+    progress = _Progress(label, estimate, log, _PROGRESS_EVERY.value)
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=_ROOT, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    rc = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    elapsed = time.perf_counter() - t0
+                    if elapsed > timeout:
+                        proc.kill()
+                        proc.wait()
+                        rc = "timeout"
+                        break
+                    progress.tick(elapsed)
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): do not leave the paper running
+                proc.kill()
+                proc.wait()
+            progress.done()
     runtime = time.perf_counter() - t0
     rep_path = workdir / "report.json"
     if rep_path.exists():
@@ -106,6 +216,7 @@ def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
             "reason": f"{why}; {tail[0] if tail else 'no output'} (see {log})",
         }
     rep["wall_s"] = runtime
+    rep["scale"] = scale
     # Copy plots next to REPORT.md so the report is self-contained.
     figs = []
     for rel in rep.get("plots", []):
@@ -117,7 +228,52 @@ def _run_paper(p: Paper, out: pathlib.Path, scale: str, timeout: int) -> dict:
             figs.append(str(dst.relative_to(out)))
     rep["figures"] = figs
     atomic_write_text(out / "rows" / f"{p.folder}.json", json.dumps(rep, indent=2))
+    print(f"[reproduce] {label}: {_status(rep)} in {_duration(runtime)}", flush=True)
     return rep
+
+
+def _status(rep: dict | None) -> str:
+    if rep is None:
+        return "not implemented"
+    return {"ok": "ok", "skipped": "skipped"}.get(rep.get("status"), "FAILED")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def summary_table(papers: tuple[Paper, ...], reports: dict, rerun: set[str]) -> str:
+    """One screen: paper, status, headline number (the report's first row), time."""
+    header = ("paper", "status", "headline (first row of the report)", "ours", "paper", "time")
+    rows = []
+    for p in papers:
+        rep = reports.get(p.folder)
+        status = _status(rep) if rep is not None or not p.implemented else "not run"
+        if rep is not None and p.folder not in rerun:
+            status += " (kept)"
+        metric = ours = theirs = time_s = ""
+        if rep is not None and rep.get("status") == "ok" and rep.get("rows"):
+            first = rep["rows"][0]
+            metric, ours, theirs = first["metric"], _fmt(first["ours"]), _fmt(first["paper"])
+        elif rep is not None:
+            metric = rep.get("reason", "")
+        if rep is not None and rep.get("wall_s") is not None:
+            time_s = _duration(rep["wall_s"])
+        rows.append(
+            (
+                f"{p.number:>2} {p.folder}",
+                status,
+                _clip(metric, 44),
+                _clip(ours, 14),
+                _clip(theirs, 10),
+                time_s,
+            )
+        )
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    head = "  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()
+    return "\n".join([head, "  ".join("-" * w for w in widths), *lines])
 
 
 def _fmt(v) -> str:
@@ -192,15 +348,29 @@ def main(argv, papers: tuple[Paper, ...] = PAPERS):
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     reports: dict[str, dict | None] = {}
+    to_run = [p for p in papers if p.implemented and (not _ONLY.value or p.folder in _ONLY.value)]
+    known = [_estimate(p, out, _SCALE.value) for p in to_run]
+    total_est = sum(e for e in known if e is not None)
+    print(
+        f"[reproduce] {len(to_run)} paper(s) at scale {_SCALE.value}"
+        + (
+            f"; about {_duration(total_est)} in the last recorded runs"
+            + ("" if all(e is not None for e in known) else " (not counting papers never run)")
+            if total_est
+            else ""
+        ),
+        flush=True,
+    )
     for p in papers:
         if not p.implemented:
             reports[p.folder] = None
             continue
         old = out / "rows" / f"{p.folder}.json"
-        if _ONLY.value and p.folder not in _ONLY.value:
+        if p not in to_run:
             reports[p.folder] = json.loads(old.read_text()) if old.exists() else None
             continue
-        reports[p.folder] = _run_paper(p, out, _SCALE.value, _TIMEOUT.value)
+        label = f"[{to_run.index(p) + 1}/{len(to_run)}] {p.number} {p.folder}"
+        reports[p.folder] = _run_paper(p, out, _SCALE.value, _TIMEOUT.value, label=label)
     total = time.perf_counter() - t0
     header = [
         "# robustml_jax: small-scale reproduction report",
@@ -227,7 +397,9 @@ def main(argv, papers: tuple[Paper, ...] = PAPERS):
                 "paper's `NOTES.md`.\n"
             )
     atomic_write_text(out / "REPORT.md", "\n".join(header + body))
-    print(f"[reproduce] wrote {out / 'REPORT.md'} in {total:.0f} s")
+    rerun = {p.folder for p in to_run}
+    print("\n" + summary_table(papers, reports, rerun) + "\n", flush=True)
+    print(f"[reproduce] done in {_duration(total)}; the full report: {out / 'REPORT.md'}")
 
 
 if __name__ == "__main__":

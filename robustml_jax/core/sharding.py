@@ -46,8 +46,28 @@ def replicated_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Places every leaf of ``tree`` on all devices of ``mesh``."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """Places every leaf of ``tree`` on all devices of ``mesh`` (of every process).
+
+    Every process must pass the same values. With several processes ``jax.device_put`` refuses
+    PRNG key arrays and committed arrays for a sharding that spans other processes' devices, so
+    each process builds its own (full) copies of the leaves with
+    ``jax.make_array_from_callback`` instead; arrays that are already global pass through
+    ``device_put``.
+    """
+    sharding = replicated_sharding(mesh)
+    if jax.process_count() == 1 or mesh.devices.size == mesh.local_mesh.devices.size:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, sharding)
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        value = np.asarray(x)
+        return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+    return jax.tree.map(put, tree)
 
 
 def shard_batch(batch, mesh: Mesh):

@@ -62,5 +62,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         mesh=runtime.mesh,
         desc="mnist_cnn",
     )
-    np.savez(workdir / "final_params.npz", *[np.asarray(x) for x in jax.tree.leaves(state.params)])
+    if runtime.is_main_process:
+        leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+        np.savez(workdir / "final_params.npz", *leaves)
     return {**metrics, "num_params": state.num_params, "steps": int(state.step)}

@@ -118,6 +118,12 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 120) -> pathlib.Path
     return path
 
 
+def _is_main_process() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 class MetricsLogger:
     """Appends one JSON object per line to ``<workdir>/metrics.jsonl`` and TensorBoard events.
 
@@ -127,8 +133,12 @@ class MetricsLogger:
 
     Numeric scalars also go to TensorBoard event files under ``<workdir>/tensorboard`` (tag
     ``<split>/<name>``, e.g. ``train/loss``), so ``tensorboard --logdir <workdir>`` shows a run as
-    it goes. After ``truncate_after(step)`` the event writer starts with ``purge_step=step + 1``,
-    which makes TensorBoard drop the events a killed run wrote past the resumed step.
+    it goes. After ``truncate_after(step)`` the next event file starts with a purge step at the
+    first kept record (TensorBoard drops every earlier event from that step on) and re-writes the
+    kept records: a killed run's event writer may have lost events still in its queue, and
+    TensorBoard then shows exactly ``metrics.jsonl``.
+
+    In a multi-process run only process 0 writes (every process logs the same values).
 
     Args:
       workdir: the run's folder.
@@ -144,13 +154,14 @@ class MetricsLogger:
         self._tensorboard = tensorboard
         self._tb = None
         self._purge_step: int | None = None
+        self._replay: list[dict] = []
 
     def truncate_after(self, step: int) -> None:
         """Keeps only the records whose ``step`` is <= ``step`` (and drops torn lines)."""
         self._purge_step = step + 1
-        if not self.path.exists():
+        if not _is_main_process() or not self.path.exists():
             return
-        kept = []
+        kept, self._replay = [], []
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
@@ -158,9 +169,14 @@ class MetricsLogger:
                 continue
             if rec.get("step", -1) <= step:
                 kept.append(line)
+                self._replay.append(rec)
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+        steps = [int(r["step"]) for r in self._replay if "step" in r]
+        self._purge_step = min([*steps, step + 1])
 
     def write(self, step: int, **metrics: Any) -> None:
+        if not _is_main_process():  # every process computes the same metrics; one writes them
+            return
         rec = {"step": int(step), **to_jsonable(metrics)}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec, sort_keys=True) + "\n")
@@ -171,21 +187,23 @@ class MetricsLogger:
     def _write_tensorboard(self, step: int, rec: Mapping[str, Any]) -> None:
         if not self._tensorboard:
             return
-        import jax
-
-        if jax.process_index() != 0:
-            return
         if self._tb is None:
             from tensorboardX import SummaryWriter
 
             kwargs = {} if self._purge_step is None else {"purge_step": self._purge_step}
             self._tb = SummaryWriter(str(self.path.parent / "tensorboard"), **kwargs)
+            replay, self._replay = self._replay, []
+            for old in replay:
+                self._add_scalars(int(old.get("step", 0)), old)
+        self._add_scalars(step, rec)
+        self._tb.flush()
+
+    def _add_scalars(self, step: int, rec: Mapping[str, Any]) -> None:
         split = rec.get("split", "")
         for k, v in rec.items():
             if k in ("step", "split") or isinstance(v, bool) or not isinstance(v, int | float):
                 continue
             self._tb.add_scalar(f"{split}/{k}" if split else k, v, step)
-        self._tb.flush()
 
     def close(self) -> None:
         if self._tb is not None:

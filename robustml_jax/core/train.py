@@ -189,7 +189,7 @@ def train_loop(
         logger.truncate_after(-1)
 
     repl = sharding.replicated_sharding(mesh)
-    state = jax.device_put(state, repl)
+    state = sharding.replicate(state, mesh)
     batch_spec = sharding.batch_sharding(mesh) if config.shard_batches else repl
     step_fn = jax.jit(
         make_train_step(loss_fn, tx),
@@ -197,7 +197,7 @@ def train_loop(
         out_shardings=(repl, repl),
         donate_argnums=(0,),
     )
-    key = jax.device_put(key, repl)
+    key = sharding.replicate(key, mesh)
     window: list[Mapping[str, jax.Array]] = []
     last_eval: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -206,7 +206,7 @@ def train_loop(
         if config.shard_batches:
             batch = sharding.shard_batch(_process_local(batch_fn(step)), mesh)
         else:
-            batch = jax.device_put(batch_fn(step), repl)
+            batch = sharding.replicate(batch_fn(step), mesh)
         state, metrics = step_fn(state, batch, key)
         window.append(metrics)
         done = step + 1

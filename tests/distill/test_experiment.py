@@ -72,7 +72,7 @@ def test_killed_distillation_resumes_identically(smoke_run, tmp_path):
     assert losses(tmp_path) == losses(workdir)
 
 
-@pytest.mark.parametrize("label_mode", ["sla", "learned"])
+@pytest.mark.parametrize("label_mode", [pytest.param("sla", marks=pytest.mark.slow), "learned"])
 def test_soft_label_modes_end_to_end(smoke_run, tmp_path, label_mode):
     """The ``sla`` and ``learned`` label modes through the experiment (reusing the smoke run's
     expert): the labels the distilled set is evaluated with are saved and are what the mode

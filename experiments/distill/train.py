@@ -185,6 +185,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         acc = test_acc(fit_nets(eval_keys, params["x"], y_eval, params["lr"]))
         x = np.asarray(params["x"])
         np.save(workdir / "syn_images.npy", x)
+        np.save(workdir / "syn_labels.npy", np.asarray(y_eval))  # [S, C], what evaluation used
         title = f"distilled ({config.dataset}, IPC {ipc})"
         plotting.save(
             distill.image_grid(x, per_class=ipc, num_classes=num_classes, title=title),

@@ -38,6 +38,12 @@ def test_smoke_main_end_to_end(smoke_run):
     assert syn.shape == (10, 28, 28, 1)
     assert np.isfinite(syn).all()
     assert on_disk["syn_lr"] != get_config("smoke").lr_teacher  # the step size was learned
+    # A broken run fails these: the images move the student towards the expert (the matching
+    # loss, < 1 from the start, falls over the 4 iterations, which all match the same expert
+    # segment), and every trained network is well above chance (10%; smoke: about 20-25%).
+    assert on_disk["matching_loss_last"] < on_disk["matching_loss_first"] < 1.0
+    assert on_disk["syn_acc_mean"] > 0.15 and on_disk["random_real_acc_mean"] > 0.15
+    assert on_disk["full_data_acc_mean"] > 0.13
     records = [
         json.loads(x) for x in (workdir / "distill" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -64,6 +70,47 @@ def test_killed_distillation_resumes_identically(smoke_run, tmp_path):
         return [(r["step"], r["loss"]) for r in recs if r["split"] == "train"]
 
     assert losses(tmp_path) == losses(workdir)
+
+
+@pytest.mark.parametrize("label_mode", [pytest.param("sla", marks=pytest.mark.slow), "learned"])
+def test_soft_label_modes_end_to_end(smoke_run, tmp_path, label_mode):
+    """The ``sla`` and ``learned`` label modes through the experiment (reusing the smoke run's
+    expert): the labels the distilled set is evaluated with are saved and are what the mode
+    says they are."""
+    from jax.flatten_util import ravel_pytree
+
+    from robustml_jax.distill import load_trajectories
+    from robustml_jax.models.convnet import ConvNet
+
+    workdir, _, _ = smoke_run
+    config = get_config("smoke")
+    config.update(
+        expert_dir=str(workdir / "experts"),
+        label_mode=label_mode,
+        iterations=2,
+        log_every=1,
+        eval_models=1,
+        eval_epochs=2,
+    )
+    res = experiment.run(train_and_evaluate, config, tmp_path)
+    assert res["label_mode"] == label_mode and np.isfinite(res["matching_loss_last"])
+    x = np.load(tmp_path / "syn_images.npy")
+    labels = np.load(tmp_path / "syn_labels.npy")
+    assert labels.shape == (10, 10)  # IPC 1, class-major
+    np.testing.assert_allclose(labels.sum(1), 1.0, rtol=1e-5)
+    assert np.abs(labels - np.eye(10)).max() > 0.05  # soft, not the hard labels
+    if label_mode == "learned":
+        init = jax.nn.softmax(config.label_init_scale * np.eye(10))
+        assert np.abs(labels - init).max() > 1e-4  # optimised with the images
+        np.testing.assert_array_equal(labels.argmax(1), np.arange(10))
+    else:  # the softmax of expert 0 at the last target epoch on the final images
+        model = ConvNet(num_classes=10, width=config.width, depth=config.depth)
+        template = model.init(jax.random.key(0), x[:1])["params"]
+        last = config.max_start_epoch - 1 + config.expert_epochs
+        buf = load_trajectories(template, directory=workdir / "experts", num_experts=1, epochs=last)
+        expert = ravel_pytree(template)[1](buf[0, last])
+        expected = jax.nn.softmax(model.apply({"params": expert}, x) / config.sla_temperature)
+        np.testing.assert_allclose(labels, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_report_smoke(smoke_run):

@@ -269,6 +269,27 @@ def test_modes_with_dsa_augmentation(augment_fn):
     assert float(jnp.abs(g3[0]).sum()) > 0
 
 
+def test_tesla_gradient_temp_memory_is_flat_in_num_steps():
+    """XLA's compiled memory analysis (deterministic): the temp memory of the tesla gradient does
+    not grow with N, while the unrolled one's grows about linearly (so the measurement sees
+    growth where there is some)."""
+    x = jax.random.normal(jax.random.key(0), (20, 8, 8, 1))
+    y = jax.nn.one_hot(jnp.arange(20) % C, C)
+    params = {"w1": jnp.zeros((64, 32)), "b1": jnp.zeros(32), "w2": jnp.zeros((32, C))}
+
+    def temp_bytes(mode, n):
+        target = jax.tree.map(lambda a: a + 0.1, params)
+        f = loss_fn(mode, params, target, jax.random.key(1), n, batch_size=10)
+        grad = jax.jit(jax.grad(f, argnums=(0, 1)))
+        mem = grad.lower(x, jnp.float32(0.1), y).compile().memory_analysis()
+        return mem.temp_size_in_bytes
+
+    tesla = [temp_bytes("tesla", n) for n in (4, 32)]
+    unrolled = [temp_bytes("unrolled", n) for n in (4, 32)]
+    assert tesla[1] <= 1.05 * tesla[0], tesla
+    assert unrolled[1] > 3 * unrolled[0], unrolled
+
+
 def test_no_retrace_on_new_values():
     x, y, start, target, key = make_problem()
 

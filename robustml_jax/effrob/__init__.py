@@ -13,6 +13,7 @@ from robustml_jax.effrob._bootstrap import (
     bootstrap_from_accuracies,
     bootstrap_from_correct,
     confidence_interval,
+    group_means,
 )
 from robustml_jax.effrob._crossval import kfold_assignment, out_of_fold_predictions
 from robustml_jax.effrob._evaluate import stack_params
@@ -49,6 +50,7 @@ __all__ = [
     "effective_robustness",
     "fit_effective_robustness",
     "forward",
+    "group_means",
     "hashed_ngrams",
     "inverse",
     "kfold_assignment",

@@ -318,7 +318,8 @@ def train_zoo(
 
     Returns:
       The accuracy table (ID sets = ``id_domains``, OOD = ``ood_sets``; model names
-      ``<recipe>@<steps>``) and the per-example correctness {set name: bool [M, N]}.
+      ``<recipe>@<steps>``, clusters = recipes: a training run's snapshots are one cluster) and
+      the per-example correctness {set name: bool [M, N]}.
     """
     workdir = pathlib.Path(workdir)
     data_key, weight_key, init_key, train_key = jax.random.split(key, 4)
@@ -345,7 +346,7 @@ def train_zoo(
 
         bar = tqdm(total=len(todo), desc="zoo items", leave=False)
 
-    names, groups, parts = [], [], []
+    names, groups, runs, parts = [], [], [], []
     longest = max(int(s) for s in snapshots)
     for a_i, arch in enumerate(archs):
         specs = [s for s in grid if s.arch == arch]
@@ -398,6 +399,7 @@ def train_zoo(
             )
             names += [f"{s.name}@{steps}" for s in specs]
             groups += [s.group(doms) for s in specs]
+            runs += [s.name for s in specs]
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -411,6 +413,7 @@ def train_zoo(
         id_acc=np.stack([acc[d] for d in doms], axis=1),
         ood_names=tuple(ood_sets),
         ood_acc=np.stack([acc[o] for o in ood_sets], axis=1),
+        clusters=tuple(runs),
     )
     return table, correct
 

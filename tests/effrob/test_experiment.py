@@ -116,6 +116,16 @@ def test_csv_task_reads_the_zoo_table(smoke_report, tmp_path):
     got = res["csv"]["fits"]["dvd"]["multi:books+kitchen"]
     assert got["r2"] == pytest.approx(zoo["fits"]["dvd"]["multi:books+kitchen"]["r2"], abs=1e-4)
     assert pathlib.Path(tmp_path / "csv" / "csv_dvd.png").is_file()
+    # Taori-style: the baseline fitted on the books models only, every model scored.
+    config.csv.fit_groups = "books"
+    config.csv.sizes = "books=300,kitchen=300,dvd=1954"
+    res = experiment.run(train.train_and_evaluate, config, tmp_path / "subset")
+    got = res["csv"]["fits"]["dvd"]["multi:books+kitchen"]
+    assert got["num_fit"] == zoo["groups"]["books"] and got["num_models"] == 12
+    config.csv.sizes = "books=300,nope=3"
+    with pytest.raises(ConfigError, match="csv.sizes"):
+        experiment.run(train.train_and_evaluate, config, tmp_path / "bad_sizes")
+    config.csv.sizes = ""
     config.csv.ood_columns = "nope"
     with pytest.raises(ValueError, match="missing column"):
         experiment.run(train.train_and_evaluate, config, tmp_path / "bad")

@@ -70,6 +70,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.tasks = "openclip,cifar10_1,zoo"  # comma-separated; "csv" fits config.csv
     c.transform = "logit"
     c.num_bootstrap = 200
+    c.num_folds = 5  # k of the k-fold cross-validated error (whole training runs per fold)
 
     c.csv = ml_collections.ConfigDict()
     c.csv.path = ""
@@ -77,7 +78,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.csv.ood_columns = ""
     c.csv.group_column = ""
     c.csv.name_column = ""
+    c.csv.cluster_column = ""  # training-run labels: dependent models resampled together
     c.csv.scale = 1.0  # 100 for percentages
+    c.csv.sizes = ""  # test-set sizes for the intervals: "10000" or "imagenet=50000,v2=10000"
+    c.csv.fit_groups = ""  # fit the baseline on these groups only (e.g. "ImageNet"), score all
 
     c.openclip = ml_collections.ConfigDict()
     c.openclip.id_column = "ImageNet 1k"
@@ -129,6 +133,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     )
     configs.check(c, "transform", lambda v: v in TRANSFORMS, f"one of {', '.join(TRANSFORMS)}")
     configs.check(c, "num_bootstrap", lambda v: v == 0 or v >= 2, "0 (none) or at least 2")
+    configs.check(c, "num_folds", lambda v: v >= 2, "at least 2")
     configs.check(c, "csv.scale", lambda v: v > 0, "positive (100 for percentages)")
     if "csv" in _names(c.tasks):
         configs.check(c, "csv.path", bool, "the accuracy CSV to fit (task 'csv')")

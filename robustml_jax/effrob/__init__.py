@@ -24,6 +24,7 @@ from robustml_jax.effrob._fit import (
     fit_effective_robustness,
     weighted_lstsq,
 )
+from robustml_jax.effrob._plot3d import plane_figure, plane_html
 from robustml_jax.effrob._table import AccuracyTable, read_accuracy_csv, table_to_csv
 from robustml_jax.effrob._transforms import TRANSFORMS, forward, inverse
 from robustml_jax.effrob._zoo import (
@@ -57,6 +58,8 @@ __all__ = [
     "model_grid",
     "model_loss",
     "out_of_fold_predictions",
+    "plane_figure",
+    "plane_html",
     "read_accuracy_csv",
     "stack_params",
     "table_to_csv",

@@ -21,7 +21,7 @@ import numpy as np
 
 from robustml_jax.core import plotting
 from robustml_jax.core.results import atomic_write_text, write_results
-from robustml_jax.effrob import _bootstrap, _crossval, _fit, _transforms
+from robustml_jax.effrob import _bootstrap, _crossval, _fit, _plot3d, _transforms
 from robustml_jax.effrob._table import AccuracyTable
 
 __all__ = ["analyze_table", "default_id_sets", "fit_name", "write_analysis"]
@@ -312,7 +312,9 @@ def write_analysis(
     """Writes ``<tag>_fits.json``, ``<tag>_er.csv`` and one plot per OOD set into ``workdir``.
 
     The CSV has one row per model: its accuracies (blank where not measured), and per (OOD
-    set, fit) its ER in accuracy points with, after a bootstrap, the 95% interval.
+    set, fit) its ER in accuracy points with, after a bootstrap, the 95% interval. Each fit on
+    two ID sets also gets the fitted plane in 3-D: ``<tag>_<ood>_<fit>_3d.png`` and, next to
+    it, a self-contained ``.html`` page to rotate it.
 
     Returns:
       The plot paths.
@@ -346,6 +348,18 @@ def write_analysis(
         rows = np.all(np.isfinite(table.id_acc), axis=1) & np.isfinite(table.ood_acc[:, j])
         fig = plot_fits(table.select(rows), j, analysis["fits"][ood], analysis["transform"])
         plots.append(plotting.save(fig, workdir / f"{tag}_{_slug(ood)}.png"))
+        for name, fit in analysis["fits"][ood].items():
+            if len(fit["id_sets"]) != 2:
+                continue
+            stem = workdir / f"{tag}_{_slug(ood)}_{_slug(name)}_3d"
+            plots.append(
+                plotting.save(
+                    _plot3d.plane_figure(table, j, fit, analysis["transform"]),
+                    stem.with_suffix(".png"),
+                )
+            )
+            page = _plot3d.plane_html(table, j, fit, analysis["transform"])
+            atomic_write_text(stem.with_suffix(".html"), page)
     return plots
 
 

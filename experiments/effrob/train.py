@@ -87,6 +87,24 @@ def cifar10_1_table(config) -> tuple[AccuracyTable, dict[str, np.ndarray]]:
     return table, correct
 
 
+def sentence_encoder(features: str):
+    """``embed_fn(texts) -> [N, D]`` for ``config.zoo.features`` (None for hashed n-grams).
+
+    "minilm": frozen MiniLM sentence embeddings from the shared text stack
+    (``robustml_jax.models.bert.embed_sentences``), a hook until that function lands.
+    """
+    if features == "hashed":
+        return None
+    try:
+        from robustml_jax.models.bert import embed_sentences
+    except ImportError as e:
+        raise ConfigError(
+            "config.zoo.features='minilm' needs robustml_jax.models.bert.embed_sentences "
+            f"(the shared MiniLM encoder), which this checkout lacks ({e})"
+        ) from None
+    return embed_sentences
+
+
 def task_datasets(config, task: str) -> list[str]:
     """The registered datasets ``task`` reads under ``config``."""
     if task == "openclip":
@@ -236,6 +254,8 @@ def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) ->
             snapshots=tuple(z.snapshots),
             learning_rate=z.learning_rate,
             log_every=z.log_every,
+            features=z.features,
+            embed_fn=sentence_encoder(z.features),
             mesh=runtime.mesh,
             progress=config.progress,
         )

@@ -226,19 +226,26 @@ def _analyze_ood(
             summary["cv_mae_ci_pp"] = {
                 s: _ci(100 * reps[name]["cv_mae"][:, v]) for v, s in enumerate(scheme_names)
             }
-            # Per-model ER: the model is given; its fit and its own test noise vary.
-            bs_m = _run_bootstrap(
-                jax.random.fold_in(key, 2),
-                table,
-                rows,
-                id_set,
-                j,
-                correct,
-                sizes,
-                folds=None,
-                examples=True,
-                **common,
+            # Per-model ER: the model is given; its fit and its own test noise vary (without
+            # per-example data or test-set sizes, only the fit's noise is known).
+            names = [*(table.id_names[i] for i in id_set), table.ood_names[j]]
+            has_examples = (correct is not None and all(n in correct for n in names)) or (
+                sizes is not None and any(n in sizes for n in names)
             )
+            bs_m = bs
+            if has_examples:
+                bs_m = _run_bootstrap(
+                    jax.random.fold_in(key, 2),
+                    table,
+                    rows,
+                    id_set,
+                    j,
+                    correct,
+                    sizes,
+                    folds=None,
+                    examples=True,
+                    **common,
+                )
             lo, hi = _bootstrap.confidence_interval(bs_m.er)
             full_lo, full_hi = np.full(m_all, np.nan), np.full(m_all, np.nan)
             full_lo[rows], full_hi[rows] = lo, hi

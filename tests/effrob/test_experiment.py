@@ -131,6 +131,16 @@ def test_csv_task_reads_the_zoo_table(smoke_report, tmp_path):
         experiment.run(train.train_and_evaluate, config, tmp_path / "bad")
 
 
+def test_csv_sizes_spec():
+    cols = ["books", "kitchen", "dvd"]
+    assert train.csv_sizes("", cols) is None
+    assert train.csv_sizes("600", cols) == {"books": 600, "kitchen": 600, "dvd": 600}
+    assert train.csv_sizes("books=300, dvd=1954", cols) == {"books": 300, "dvd": 1954}
+    for bad in ("books=0", "nope=3", "many", "books=3=4"):
+        with pytest.raises(ConfigError, match="csv.sizes"):
+            train.csv_sizes(bad, cols)
+
+
 def test_unknown_config_task_and_bad_values():
     with pytest.raises(ConfigError, match="unknown config"):
         get_config("huge")

@@ -84,7 +84,7 @@ def test_analysis_writes_fits_table_and_plots(tmp_path):
     for single in ("single:id1", "single:id2"):
         assert np.max(np.abs(er[single])) > 0.01
     plots = effrob.write_analysis(tmp_path, t, a, tag="fit")
-    assert [p.name for p in plots] == ["fit_ood.png"]
+    assert [p.name for p in plots] == ["fit_ood.png", "fit_ood_multi_id1_id2_3d.png"]
     assert plots[0].stat().st_size > 1000
     header = (tmp_path / "fit_er.csv").read_text().splitlines()[0]
     assert "ER_pp[ood|multi:id1+id2]" in header
@@ -138,16 +138,19 @@ def _user_csv(tmp_path, blank=True):
     return p
 
 
-def test_blank_cell_drops_that_model_for_that_ood_set(tmp_path):
-    t = effrob.read_accuracy_csv(
-        _user_csv(tmp_path),
-        id_columns="imagenet,other",
+def _read_user(tmp_path, id_columns, *, blank=True, **kwargs):
+    return effrob.read_accuracy_csv(
+        _user_csv(tmp_path, blank=blank),
+        id_columns=id_columns,
         ood_columns="shift",
         group_column="group",
-        name_column="model",
-        cluster_column="run",
         scale=100,
+        **kwargs,
     )
+
+
+def test_blank_cell_drops_that_model_for_that_ood_set(tmp_path):
+    t = _read_user(tmp_path, "imagenet,other", name_column="model", cluster_column="run")
     assert np.isnan(t.ood_acc[5, 0]) and t.clusters[:3] == ("r0", "r0", "r1")
     a = effrob.analyze_table(t)
     f = a["fits"]["shift"]["multi:imagenet+other"]
@@ -163,13 +166,7 @@ def test_blank_cell_drops_that_model_for_that_ood_set(tmp_path):
 
 
 def test_fit_on_a_named_subset_scores_all(tmp_path):
-    t = effrob.read_accuracy_csv(
-        _user_csv(tmp_path, blank=False),
-        id_columns="imagenet",
-        ood_columns="shift",
-        group_column="group",
-        scale=100,
-    )
+    t = _read_user(tmp_path, "imagenet", blank=False)
     a = effrob.analyze_table(t, fit_groups=["ImageNet"])
     f = a["fits"]["shift"]["single:imagenet"]
     sub = t.select(np.array([g == "ImageNet" for g in t.groups]))
@@ -183,16 +180,11 @@ def test_fit_on_a_named_subset_scores_all(tmp_path):
         effrob.analyze_table(t, fit_groups=["JFT"])
 
 
+@pytest.mark.slow
 def test_sizes_widen_per_model_intervals_and_show_in_the_csv(tmp_path):
     import jax
 
-    t = effrob.read_accuracy_csv(
-        _user_csv(tmp_path, blank=False),
-        id_columns="imagenet,other",
-        ood_columns="shift",
-        group_column="group",
-        scale=100,
-    )
+    t = _read_user(tmp_path, "imagenet,other", blank=False)
     kw = dict(key=jax.random.key(0), num_bootstrap=100, id_sets=[(0, 1)])
     a = effrob.analyze_table(t, **kw)
     b = effrob.analyze_table(t, sizes={"imagenet": 500, "other": 500, "shift": 200}, **kw)

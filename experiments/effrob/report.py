@@ -73,7 +73,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                     None,
                     f"{r['num_models']} published CIFAR-10.1 models' predictions",
                     scale,
-                    f"R2 95% CI {ci[0]:.3f}-{ci[1]:.3f} (exact example+model bootstrap)"
+                    f"R2 95% CI {ci[0]:.3f}-{ci[1]:.3f} (models resampled, statistic recomputed)"
                     if ci
                     else "",
                 )

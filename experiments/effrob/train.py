@@ -238,20 +238,14 @@ def run_task(task: str, config, workdir: pathlib.Path, key, runtime: Runtime) ->
         table, correct = cifar10_1_table(config)
     elif task == "zoo":
         z = config.zoo
+        sequences = ("id_domains", "ood_sets", "archs", "mixes", "train_sizes", "l2s")
         table, correct = train_zoo(
             key,
             workdir=workdir / "train",
-            id_domains=tuple(z.id_domains),
-            ood_sets=tuple(z.ood_sets),
+            **{name: tuple(z[name]) for name in (*sequences, "feat_dims", "snapshots")},
             id_test_size=z.id_test_size,
             mr_max=z.mr_max,
             hash_dim=z.hash_dim,
-            archs=tuple(z.archs),
-            mixes=tuple(z.mixes),
-            train_sizes=tuple(z.train_sizes),
-            l2s=tuple(z.l2s),
-            feat_dims=tuple(z.feat_dims),
-            snapshots=tuple(z.snapshots),
             learning_rate=z.learning_rate,
             log_every=z.log_every,
             features=z.features,

@@ -17,6 +17,10 @@ def _pp(v: float) -> str:
     return f"{v:+.2f}"
 
 
+def _ci(ci) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "(no interval)"
+
+
 def _groups(er: dict[str, float]) -> str:
     return ", ".join(f"{g} {_pp(v)}" for g, v in er.items())
 
@@ -69,7 +73,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                     None,
                     f"{r['num_models']} published CIFAR-10.1 models' predictions",
                     scale,
-                    f"R2 95% CI {ci[0]:.3f}-{ci[1]:.3f} (exact example+model bootstrap)"
+                    f"R2 95% CI {ci[0]:.3f}-{ci[1]:.3f} (models resampled, statistic recomputed)"
                     if ci
                     else "",
                 )
@@ -80,8 +84,8 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         plots += r["plots"]
         data = "Blitzer books/kitchen (ID), dvd/electronics/SST-2/MR (OOD), hashed n-grams"
         zscale = f"{scale}: {r['num_models']} models, groups {r['groups']}"
-        pairs = held = 0
-        worst_single, worst_multi, best = [], [], []
+        counts = {"holds": 0, "one": 0, "same": 0, "worse": 0}
+        worst_single, worst_multi = [], []
         for ood, cl in r["claim"].items():
             for name, f in r["fits"][ood].items():
                 ci = f.get("group_er_ci_pp", {})
@@ -92,7 +96,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                         None,
                         data,
                         zscale,
-                        "95% CI: "
+                        "95% CI (runs resampled within groups): "
                         + ", ".join(f"{g} [{lo:+.1f}, {hi:+.1f}]" for g, (lo, hi) in ci.items())
                         if ci
                         else "",
@@ -103,24 +107,41 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             singles = [f for f in fits if f.startswith("single:")]
             worst_single.append(max(fits[s]["max_abs_group_er_pp"] for s in singles))
             worst_multi.append(fits[multi]["max_abs_group_er_pp"])
-            b = max(singles, key=lambda s, fits=fits: fits[s]["r2"])
-            best.append(f"{b.split(':', 1)[1]} for {ood} ({fits[b]['max_abs_group_er_pp']:.1f} pp)")
-            verdicts = []
-            for s, v in cl["vs_single"].items():
-                pairs += 1
-                held += v["claim_holds"]
-                verdicts.append(f"vs {s}: {'holds' if v['claim_holds'] else 'does not hold'}")
             rows.append(
                 Row(
-                    f"zoo {ood}: mean |group ER| (pp) and adj. R^2, single-ID vs multi-ID fits",
+                    f"zoo {ood}: cross-validated MAE (pp), leave-one-group-out / 5-fold, per fit",
                     ", ".join(
-                        f"{k} {v['mean_abs_group_er_pp']:.2f} / {v['r2_adj']:.3f}"
+                        f"{k} {v['cv_mae_pp'].get('logo', float('nan')):.2f} / "
+                        f"{v['cv_mae_pp'].get('kfold', float('nan')):.2f}"
                         for k, v in fits.items()
                     ),
-                    "|ER| shrinks, R^2 rises under multi-ID",
+                    "multi-ID lowest",
                     data,
                     zscale,
+                    "held-out training groups / runs predicted by a fit that did not see them",
+                )
+            )
+            verdicts = []
+            for s, v in cl["vs_single"].items():
+                better = v["cv"].startswith("better") + v["gap"].startswith("smaller")
+                kind = "holds" if v["claim_holds"] else "one" if better else "same"
+                counts[kind if v["multi_no_worse"] else "worse"] += 1
+                verdicts.append(
+                    f"vs {s}: CV error {_pp(v['cv_mae_reduction_pp'])} "
+                    f"{_ci(v['cv_mae_reduction_ci_pp'])} ({v['cv']}), |group ER| gap "
+                    f"{_pp(v['gap_reduction_pp'])} {_ci(v['gap_reduction_ci_pp'])} ({v['gap']})"
+                )
+            rows.append(
+                Row(
+                    f"zoo {ood}: multi-ID reduction of CV error and of mean |group ER| (pp, "
+                    "paired 95% CI)",
                     "; ".join(verdicts),
+                    "both > 0 where the single ID set misses a group's training data",
+                    data,
+                    zscale,
+                    "claim holds"
+                    if any(v["claim_holds"] for v in cl["vs_single"].values())
+                    else "claim not shown",
                 )
             )
         rows.append(
@@ -135,17 +156,39 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 zscale,
             )
         )
+        pairs = sum(counts.values())
+        bootstrapped = any(
+            v["cv_mae_reduction_ci_pp"] is not None
+            for cl in r["claim"].values()
+            for v in cl["vs_single"].values()
+        )
         summary.append(
-            f"On our zoo of {r['num_models']} bag-of-n-grams sentiment classifiers trained on "
-            f"books, kitchen and books+kitchen mixtures, moving from a single-ID to the two-ID fit "
-            f"both shrinks the mean |group ER| and raises adjusted R^2 in {held} of {pairs} "
-            f"(OOD set, single ID set) pairs. The largest spurious group ER under the worse "
-            f"single-ID fit ({', '.join(f'{v:.1f}' for v in worst_single)} pp per OOD set) drops "
-            f"to {', '.join(f'{v:.1f}' for v in worst_multi)} pp under the two-ID fit. The "
-            f"best-fitting single ID set per OOD set, with its largest |group ER|: "
-            f"{'; '.join(best)}. The claim is about single-ID evaluation on an ID set that does "
-            f"not cover some models' training data; where the single ID set is already the "
-            f"right one for an OOD shift, the two-ID fit has little left to correct."
+            f"On our zoo of {r['num_models']} bag-of-n-grams sentiment classifiers (snapshots of "
+            f"training runs on books, kitchen and mixtures), the paper's claim is tested out of "
+            f"sample: for each (OOD set, single ID set) pair, does the two-ID baseline "
+            f"predict held-out training groups better (leave-one-group-out MAE) and shrink the "
+            f"spurious ER gap between groups (mean |group ER|), "
+            + (
+                "by paired 95% bootstrap intervals (training runs resampled within groups)? "
+                if bootstrapped
+                else "by the point estimates (this config runs no bootstrap)? "
+            )
+            + f"Both reductions are above 0 in "
+            f"{counts['holds']} of {pairs} pairs, one of the two in {counts['one']}, neither in "
+            f"{counts['same']} (the two-ID baseline is no different), and the two-ID baseline "
+            f"is {'significantly ' if bootstrapped else ''}worse on either in {counts['worse']}. "
+            f"The largest |group ER| "
+            f"under the worse single-ID fit ({', '.join(f'{v:.1f}' for v in worst_single)} pp "
+            f"per OOD set) falls to {', '.join(f'{v:.1f}' for v in worst_multi)} pp under the "
+            f"two-ID fit. "
+            + (
+                "So the claim holds as the paper states it: against a single ID set that does "
+                "not cover some models' training data, the two-ID baseline removes spurious "
+                "group ER and predicts held-out groups better; where the single ID set already "
+                "matches the shift, it costs nothing measurable."
+                if counts["worse"] == 0 and counts["holds"]
+                else "The claim is not supported on every pair; see the rows for which."
+            )
         )
     if "openclip" in res:
         summary.append(

@@ -13,6 +13,7 @@ from robustml_jax.effrob._bootstrap import (
     bootstrap_from_accuracies,
     bootstrap_from_correct,
     confidence_interval,
+    group_means,
 )
 from robustml_jax.effrob._crossval import kfold_assignment, out_of_fold_predictions
 from robustml_jax.effrob._evaluate import stack_params
@@ -23,6 +24,7 @@ from robustml_jax.effrob._fit import (
     fit_effective_robustness,
     weighted_lstsq,
 )
+from robustml_jax.effrob._plot3d import plane_figure, plane_html
 from robustml_jax.effrob._table import AccuracyTable, read_accuracy_csv, table_to_csv
 from robustml_jax.effrob._transforms import TRANSFORMS, forward, inverse
 from robustml_jax.effrob._zoo import (
@@ -49,12 +51,15 @@ __all__ = [
     "effective_robustness",
     "fit_effective_robustness",
     "forward",
+    "group_means",
     "hashed_ngrams",
     "inverse",
     "kfold_assignment",
     "model_grid",
     "model_loss",
     "out_of_fold_predictions",
+    "plane_figure",
+    "plane_html",
     "read_accuracy_csv",
     "stack_params",
     "table_to_csv",

@@ -20,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -293,6 +294,8 @@ def train_zoo(
     snapshots: Sequence[int],
     learning_rate: float,
     log_every: int = 10,
+    features: str = "hashed",
+    embed_fn: Callable[[list[str]], np.ndarray] | None = None,
     mesh=None,
     progress: bool = True,
 ) -> tuple[AccuracyTable, dict[str, np.ndarray]]:
@@ -309,16 +312,22 @@ def train_zoo(
       id_domains: the two Blitzer domains models are trained on (ID test sets).
       ood_sets: OOD test sets (Blitzer domains, "sst2", "mr").
       id_test_size: ID test examples per domain; mr_max: MR examples kept.
-      hash_dim: D, hashed n-gram features.
+      hash_dim: D, hashed n-gram features (``features="hashed"``).
       archs, mixes, train_sizes, l2s, feat_dims: the recipe grid (:func:`model_grid`).
       snapshots: step counts at which every model is evaluated.
       learning_rate: Adam's step size.
+      features: "hashed" (signed hashed 1-2-grams) or the name of ``embed_fn``'s features
+        (e.g. "minilm"); model size ``feat_dims`` then masks the first embedding dimensions.
+      embed_fn: ``embed_fn(texts) -> float [N, D]`` sentence embeddings (e.g. frozen MiniLM)
+        for ``features != "hashed"``; cached on disk as work items under
+        ``workdir/features``, keyed by the texts, so a re-run does not re-encode.
       mesh: devices; the model axis is sharded over them when it divides (default: all).
       progress: show a progress bar over work items.
 
     Returns:
       The accuracy table (ID sets = ``id_domains``, OOD = ``ood_sets``; model names
-      ``<recipe>@<steps>``) and the per-example correctness {set name: bool [M, N]}.
+      ``<recipe>@<steps>``, clusters = recipes: a training run's snapshots are one cluster) and
+      the per-example correctness {set name: bool [M, N]}.
     """
     workdir = pathlib.Path(workdir)
     data_key, weight_key, init_key, train_key = jax.random.split(key, 4)
@@ -326,8 +335,12 @@ def train_zoo(
         data_key, id_domains=id_domains, ood_sets=ood_sets, id_test_size=id_test_size, mr_max=mr_max
     )
     doms = list(id_domains)
-    test = {n: (hashed_ngrams(t, dim=hash_dim), y) for n, (t, y) in sets["test"].items()}
-    pool_x = np.concatenate([hashed_ngrams(sets["train"][d][0], dim=hash_dim) for d in doms])
+    featurize = _featurizer(features, hash_dim, embed_fn, workdir / "features")
+    test = {n: (featurize(n, t), y) for n, (t, y) in sets["test"].items()}
+    pool_x = np.concatenate([featurize(f"train_{d}", sets["train"][d][0]) for d in doms])
+    dim = pool_x.shape[1]
+    if max(feat_dims) > dim:
+        raise ValueError(f"feat_dims {tuple(feat_dims)} exceed the {dim} {features} features")
     pool_y = np.concatenate([sets["train"][d][1] for d in doms]).astype(np.int32)
     pool_dom = np.concatenate([np.full(len(sets["train"][d][1]), i) for i, d in enumerate(doms)])
     logging.info(
@@ -345,15 +358,15 @@ def train_zoo(
 
         bar = tqdm(total=len(todo), desc="zoo items", leave=False)
 
-    names, groups, parts = [], [], []
+    names, groups, runs, parts = [], [], [], []
     longest = max(int(s) for s in snapshots)
     for a_i, arch in enumerate(archs):
         specs = [s for s in grid if s.arch == arch]
         hidden = _hidden(arch)
         model = BowClassifier(hidden=hidden)
         init_keys = jax.random.split(jax.random.fold_in(init_key, a_i), len(specs))
-        x0 = jnp.zeros((1, hash_dim), jnp.float32)
-        masks = np.arange(hash_dim)[None, :] < np.array([s.feat_dim for s in specs])[:, None]
+        x0 = jnp.zeros((1, dim), jnp.float32)
+        masks = np.arange(dim)[None, :] < np.array([s.feat_dim for s in specs])[:, None]
         hparams = {
             "init": jax.vmap(lambda k, model=model, x0=x0: model.init(k, x0)["params"])(init_keys),
             "mask": jnp.asarray(masks, jnp.float32),
@@ -398,6 +411,7 @@ def train_zoo(
             )
             names += [f"{s.name}@{steps}" for s in specs]
             groups += [s.group(doms) for s in specs]
+            runs += [s.name for s in specs]
             if bar is not None:
                 bar.update(1)
     if bar is not None:
@@ -411,8 +425,28 @@ def train_zoo(
         id_acc=np.stack([acc[d] for d in doms], axis=1),
         ood_names=tuple(ood_sets),
         ood_acc=np.stack([acc[o] for o in ood_sets], axis=1),
+        clusters=tuple(runs),
     )
     return table, correct
+
+
+def _featurizer(features: str, hash_dim: int, embed_fn, cache_dir: pathlib.Path):
+    """``featurize(set_name, texts) -> float [N, D]`` for the chosen features."""
+    if features == "hashed":
+        return lambda name, texts: hashed_ngrams(texts, dim=hash_dim)
+    if embed_fn is None:
+        raise ValueError(f"features={features!r} needs an embed_fn (sentence encoder)")
+    items = WorkItems(cache_dir, save=_save_item, load=_load_item)
+
+    def featurize(name, texts):
+        digest = zlib.crc32("\n".join(texts).encode()) & 0xFFFFFFFF
+        item = items.get(
+            f"{features}_{name}_{len(texts)}_{digest:08x}",
+            lambda: {"x": np.asarray(embed_fn(list(texts)), np.float32)},
+        )
+        return item["x"]
+
+    return featurize
 
 
 def _log_losses(folder: pathlib.Path, losses: np.ndarray, every: int) -> None:

@@ -98,3 +98,46 @@ def test_same_key_same_samples_and_bad_shapes():
         effrob.bootstrap_from_correct(jax.random.key(0), [ids[0][:5]], ood, num_samples=2)
     with pytest.raises(ValueError, match="rows"):
         effrob.bootstrap_from_accuracies(jax.random.key(0), np.full((4, 1), 0.5), np.full(3, 0.5))
+
+
+def test_single_and_multi_replicates_are_paired():
+    """Same key and test-set ids: the single-ID and two-ID fits see the same model resample and
+    the same example draws, so their difference has a narrower spread than unpaired."""
+    *ids, ood = _correct(8)  # the shapes of the tests above: the two-ID fit reuses a compile
+    kw = dict(num_samples=100)
+    multi = effrob.bootstrap_from_correct(jax.random.key(1), ids, ood, set_ids=[0, 1, 2], **kw)
+    single = effrob.bootstrap_from_correct(jax.random.key(1), ids[:1], ood, set_ids=[0, 2], **kw)
+    other = effrob.bootstrap_from_correct(jax.random.key(2), ids[:1], ood, set_ids=[0, 2], **kw)
+    np.testing.assert_array_equal(multi.weights, single.weights)
+    paired = np.std(np.asarray(multi.r2) - np.asarray(single.r2))
+    unpaired = np.std(np.asarray(multi.r2) - np.asarray(other.r2))
+    assert paired < 0.7 * unpaired, (paired, unpaired)
+
+
+def test_cluster_and_stratified_resampling_keep_the_design():
+    m = 12
+    id_acc = np.linspace(0.6, 0.9, m)[:, None]
+    ood = id_acc[:, 0] - 0.1
+    runs = np.arange(m) // 3  # 4 runs of 3 snapshots
+    groups = np.array([0] * 6 + [1] * 6)  # 2 runs per group
+    bs = effrob.bootstrap_from_accuracies(
+        jax.random.key(0), id_acc, ood, num_samples=50, clusters=runs, strata=groups
+    )
+    w = np.asarray(bs.weights)
+    chex.assert_shape(w, (50, m))
+    assert np.all(w.reshape(50, 4, 3) == w.reshape(50, 4, 3)[:, :, :1])  # a run moves whole
+    np.testing.assert_array_equal(w[:, :6].sum(1), 6)  # each group keeps its size
+    np.testing.assert_array_equal(w[:, 6:].sum(1), 6)
+    with pytest.raises(ValueError, match="one stratum"):
+        effrob.bootstrap_from_accuracies(
+            jax.random.key(0), id_acc, ood, num_samples=2, clusters=runs, strata=np.arange(m) % 2
+        )
+
+
+def test_group_means_recompute_on_the_resample():
+    values = np.array([[1.0, 2.0, 3.0, 4.0]])
+    weights = np.array([[2.0, 0.0, 1.0, 0.0]])
+    got = effrob.group_means(values, weights, np.array([0, 0, 1, 1]))
+    np.testing.assert_allclose(got, [[1.0, 3.0]])
+    got = effrob.group_means(values, np.array([[0.0, 0.0, 1.0, 1.0]]), np.array([0, 0, 1, 1]))
+    assert np.isnan(got[0, 0]) and got[0, 1] == 3.5

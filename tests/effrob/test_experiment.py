@@ -116,9 +116,29 @@ def test_csv_task_reads_the_zoo_table(smoke_report, tmp_path):
     got = res["csv"]["fits"]["dvd"]["multi:books+kitchen"]
     assert got["r2"] == pytest.approx(zoo["fits"]["dvd"]["multi:books+kitchen"]["r2"], abs=1e-4)
     assert pathlib.Path(tmp_path / "csv" / "csv_dvd.png").is_file()
+    # Taori-style: the baseline fitted on the books models only, every model scored.
+    config.csv.fit_groups = "books"
+    config.csv.sizes = "books=300,kitchen=300,dvd=1954"
+    res = experiment.run(train.train_and_evaluate, config, tmp_path / "subset")
+    got = res["csv"]["fits"]["dvd"]["multi:books+kitchen"]
+    assert got["num_fit"] == zoo["groups"]["books"] and got["num_models"] == 12
+    config.csv.sizes = "books=300,nope=3"
+    with pytest.raises(ConfigError, match="csv.sizes"):
+        experiment.run(train.train_and_evaluate, config, tmp_path / "bad_sizes")
+    config.csv.sizes = ""
     config.csv.ood_columns = "nope"
     with pytest.raises(ValueError, match="missing column"):
         experiment.run(train.train_and_evaluate, config, tmp_path / "bad")
+
+
+def test_csv_sizes_spec():
+    cols = ["books", "kitchen", "dvd"]
+    assert train.csv_sizes("", cols) is None
+    assert train.csv_sizes("600", cols) == {"books": 600, "kitchen": 600, "dvd": 600}
+    assert train.csv_sizes("books=300, dvd=1954", cols) == {"books": 300, "dvd": 1954}
+    for bad in ("books=0", "nope=3", "many", "books=3=4"):
+        with pytest.raises(ConfigError, match="csv.sizes"):
+            train.csv_sizes(bad, cols)
 
 
 def test_unknown_config_task_and_bad_values():

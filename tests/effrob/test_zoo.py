@@ -111,3 +111,39 @@ def test_model_grid_and_unknown_arch():
     assert len(grid) == 8 and len({g.name for g in grid}) == 8
     with pytest.raises(ValueError, match="unknown zoo architecture"):
         _zoo._hidden("cnn")
+
+
+def test_sentence_features_are_cached_on_disk(tmp_path):
+    """The MiniLM hook: an embedding function's output is a work item keyed by the texts, so a
+    second run (or a second featurizer) does not encode again."""
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return np.stack([[len(t), t.count("o")] for t in texts]).astype(np.float32)
+
+    f = _zoo._featurizer("fake", 0, embed, tmp_path)
+    a = f("dvd", ["good", "not good", "boo"])
+    b = _zoo._featurizer("fake", 0, embed, tmp_path)("dvd", ["good", "not good", "boo"])
+    c = f("dvd", ["other texts"])
+    np.testing.assert_array_equal(a, b)
+    assert calls == [3, 1] and c.shape == (1, 2)
+    with pytest.raises(ValueError, match="needs an embed_fn"):
+        _zoo._featurizer("minilm", 0, None, tmp_path)
+
+
+def test_minilm_option_says_what_it_needs():
+    from experiments.effrob import train
+
+    assert train.sentence_encoder("hashed") is None
+    try:
+        import robustml_jax.models.bert as bert
+
+        has_encoder = hasattr(bert, "embed_sentences")
+    except ImportError:
+        has_encoder = False
+    if has_encoder:
+        assert callable(train.sentence_encoder("minilm"))
+    else:
+        with pytest.raises(ValueError, match="embed_sentences"):
+            train.sentence_encoder("minilm")

@@ -35,6 +35,7 @@ from robustml_jax.core import configs
 
 TASKS = ("openclip", "cifar10_1", "zoo", "csv")
 TRANSFORMS = ("logit", "probit")
+FEATURES = ("hashed", "minilm")
 
 VARIANTS = {
     "smoke": {
@@ -54,6 +55,9 @@ VARIANTS = {
         "zoo.log_every": 5,
     },
     "small": {},  # the documented default
+    # The zoo on frozen MiniLM sentence embeddings instead of hashed n-grams (needs the shared
+    # encoder robustml_jax.models.bert.embed_sentences; embeddings are cached in the workdir).
+    "small_minilm": {"zoo.features": "minilm", "zoo.feat_dims": (96, 384)},
     "full": {
         "num_bootstrap": 1000,
         "zoo.mr_max": 10662,
@@ -70,6 +74,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.tasks = "openclip,cifar10_1,zoo"  # comma-separated; "csv" fits config.csv
     c.transform = "logit"
     c.num_bootstrap = 200
+    c.num_folds = 5  # k of the k-fold cross-validated error (whole training runs per fold)
 
     c.csv = ml_collections.ConfigDict()
     c.csv.path = ""
@@ -77,7 +82,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.csv.ood_columns = ""
     c.csv.group_column = ""
     c.csv.name_column = ""
+    c.csv.cluster_column = ""  # training-run labels: dependent models resampled together
     c.csv.scale = 1.0  # 100 for percentages
+    c.csv.sizes = ""  # test-set sizes for the intervals: "10000" or "imagenet=50000,v2=10000"
+    c.csv.fit_groups = ""  # fit the baseline on these groups only (e.g. "ImageNet"), score all
 
     c.openclip = ml_collections.ConfigDict()
     c.openclip.id_column = "ImageNet 1k"
@@ -103,6 +111,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     z.ood_sets = ("dvd", "electronics", "sst2", "mr")
     z.id_test_size = 600
     z.mr_max = 2000
+    z.features = "hashed"  # or "minilm": frozen MiniLM sentence embeddings (D = 384)
     z.hash_dim = 4096
     z.archs = ("linear",)
     z.mixes = (1.0, 0.0, 0.25, 0.5, 0.75)
@@ -129,6 +138,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     )
     configs.check(c, "transform", lambda v: v in TRANSFORMS, f"one of {', '.join(TRANSFORMS)}")
     configs.check(c, "num_bootstrap", lambda v: v == 0 or v >= 2, "0 (none) or at least 2")
+    configs.check(c, "num_folds", lambda v: v >= 2, "at least 2")
     configs.check(c, "csv.scale", lambda v: v > 0, "positive (100 for percentages)")
     if "csv" in _names(c.tasks):
         configs.check(c, "csv.path", bool, "the accuracy CSV to fit (task 'csv')")
@@ -139,6 +149,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(c, z + "ood_sets", lambda v: len(v) >= 1, "one or more OOD sets")
     for f in ("id_test_size", "mr_max", "learning_rate", "log_every"):
         configs.check(c, z + f, lambda v: v > 0, "positive")
+    configs.check(c, z + "features", lambda v: v in FEATURES, f"one of {', '.join(FEATURES)}")
     configs.check(c, z + "hash_dim", lambda v: v > 0 and v & (v - 1) == 0, "a power of two")
     configs.check(c, z + "mixes", lambda v: v and all(0 <= m <= 1 for m in v), "in [0, 1]")
     configs.check(c, z + "train_sizes", lambda v: v and min(v) > 0, "positive")

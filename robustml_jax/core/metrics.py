@@ -7,7 +7,9 @@ bootstrap intervals.
   (``xclib/evaluation/xc_metrics.py``): P@k divides by k, missing predictions (label id -1) are
   misses, PSP@k is the ratio of dataset totals (propensity-weighted hits over the best
   achievable), propensities from Jain, Prabhu and Varma (KDD 2016).
-- :func:`stacked_accuracy`: accuracy of R models whose parameters are stacked on a leading axis.
+- :func:`stacked_accuracy`: accuracy of R models whose parameters are stacked on a leading axis
+  (models mapped one after another: convolutions); :func:`stacked_correct`: per-example
+  correctness of R stacked dense models on several test sets in one jitted, sharded call.
 - :func:`bootstrap_interval`: percentile intervals of any metric over resampled rows (paired:
   one set of resampled indices serves every array, so differences of metrics get intervals).
 
@@ -38,6 +40,7 @@ __all__ = [
     "ranking_metrics",
     "risk_coverage",
     "stacked_accuracy",
+    "stacked_correct",
     "topk_hits",
 ]
 
@@ -413,6 +416,3 @@ def _stacked_correct_scan(apply_fn):
         return pred == yb[None, :]
 
     return jax.jit(lambda ps, x, y: jax.lax.map(lambda xy: correct(ps, *xy), (x, y)))
-
-
-__all__ += ["stacked_correct"]

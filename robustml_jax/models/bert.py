@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from robustml_jax.core import paths
 from robustml_jax.core.datasets import DatasetNotFoundError
@@ -402,28 +403,15 @@ def params_from_hf(state: Mapping[str, np.ndarray], config: BertConfig) -> dict:
     expected = jax.eval_shape(
         lambda: BertEncoder(config).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
     )["params"]
-    got_shapes = jax.tree.map(np.shape, params)
-    want_shapes = jax.tree.map(lambda s: tuple(s.shape), expected)
-    if jax.tree.structure(got_shapes, is_leaf=_is_shape) != jax.tree.structure(
-        want_shapes, is_leaf=_is_shape
-    ) or jax.tree.leaves(got_shapes, is_leaf=_is_shape) != jax.tree.leaves(
-        want_shapes, is_leaf=_is_shape
-    ):
-        bad = [
-            (jax.tree_util.keystr(k), g, w)
-            for (k, g), w in zip(
-                jax.tree_util.tree_leaves_with_path(got_shapes, is_leaf=_is_shape),
-                jax.tree.leaves(want_shapes, is_leaf=_is_shape),
-                strict=False,
-            )
-            if g != w
-        ]
-        raise ValueError(f"checkpoint shapes do not match {config}: first mismatch {bad[:1]}")
+    got = {k: np.shape(v) for k, v in traverse_util.flatten_dict(params).items()}
+    want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
+    if got != want:
+        bad = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))[0]
+        raise ValueError(
+            f"checkpoint does not fit {config}: {'/'.join(bad)} has shape {got.get(bad)}, "
+            f"expected {want.get(bad)}"
+        )
     return params
-
-
-def _is_shape(x) -> bool:
-    return isinstance(x, tuple) and all(isinstance(i, int) for i in x)
 
 
 # ----------------------------------------------------------------------------- MiniLM
@@ -461,7 +449,10 @@ def minilm_dir() -> pathlib.Path:
     if spec is None or not spec.submodule_search_locations:
         raise DatasetNotFoundError("minilm_l6", [f"Python module {_MINILM_MODULE}"], how)
     root = pathlib.Path(next(iter(spec.submodule_search_locations)))
-    for d in (root / "model", *sorted(p.parent for p in root.rglob("model.safetensors"))):
+    candidates = [root / "model"]
+    if not (candidates[0] / "model.safetensors").is_file():
+        candidates = sorted(p.parent for p in root.rglob("model.safetensors"))
+    for d in candidates:
         if (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file():
             return d
     raise DatasetNotFoundError(

@@ -287,3 +287,12 @@ def test_small_random_encoder_runs_with_dropout():
     np.testing.assert_allclose(out2[:, :3], out[:, :3], atol=1e-6)
     with pytest.raises(ValueError, match="divisible"):
         bert.BertConfig(hidden_size=10, num_heads=4)
+
+
+def test_params_from_hf_rejects_mismatched_checkpoints(raw):
+    with pytest.raises(ValueError, match="does not fit .*intermediate/dense/bias has shape"):
+        bert.params_from_hf(raw, bert.BertConfig(intermediate_size=1024))
+    with pytest.raises(KeyError, match="no tensor 'encoder.layer.6"):
+        bert.params_from_hf(raw, bert.BertConfig(num_layers=7))
+    prefixed = {f"bert.{k}": v for k, v in raw.items()}  # a checkpoint of a BERT head
+    assert bert.params_from_hf(prefixed, bert.BertConfig())["encoder"]["layer_0"]

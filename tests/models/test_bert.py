@@ -267,23 +267,22 @@ def test_small_random_encoder_runs_with_dropout():
         vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32
     )
     model = bert.BertEncoder(cfg)
-    ids = np.array([[5, 6, 7, 0]], np.int32)
     mask = np.array([[1, 1, 1, 0]], np.int32)
-    params = model.init(jax.random.key(0), ids, mask)["params"]
 
     @jax.jit
-    def apply(params, ids, key):
+    def run(ids, other_ids):
+        params = model.init(jax.random.key(0), ids, mask)["params"]
         test = model.apply({"params": params}, ids, mask)
         train = model.apply(
-            {"params": params}, ids, mask, deterministic=False, rngs={"dropout": key}
+            {"params": params}, ids, mask, deterministic=False, rngs={"dropout": jax.random.key(1)}
         )
-        return test, train
+        return test, train, model.apply({"params": params}, other_ids, mask)
 
-    out, train = apply(params, ids, jax.random.key(1))
+    ids = np.array([[5, 6, 7, 0]], np.int32)
+    # Changing a padded token must leave the real positions unchanged: padding never leaks.
+    out, train, out2 = run(ids, ids + np.array([[0, 0, 0, 9]], np.int32))
     assert out.shape == (1, 4, 16)
     assert not np.allclose(train, out)
-    # Padding never leaks: changing a padded token leaves the real positions unchanged.
-    out2, _ = apply(params, ids + np.array([[0, 0, 0, 9]], np.int32), jax.random.key(1))
     np.testing.assert_allclose(out2[:, :3], out[:, :3], atol=1e-6)
     with pytest.raises(ValueError, match="divisible"):
         bert.BertConfig(hidden_size=10, num_heads=4)

@@ -93,10 +93,11 @@ def test_properties_across_configs(length, density, mean_span):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), density=st.sampled_from([0.15, 0.5]))
-def test_properties_random_keys_and_tokens(seed, density):
-    tokens = np.random.default_rng(seed).integers(3, 32000, (2, 64))
-    check_properties(jax.random.key(seed), tokens, density, 3.0)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_properties_random_keys_and_tokens(seed):
+    # The shape and config of one case above, so that this reuses its compiled transform.
+    tokens = np.random.default_rng(seed).integers(3, 32000, (8, 37))
+    check_properties(jax.random.key(seed), tokens, 0.15, 3.0)
 
 
 def test_jitted_batch_with_eos_compiles_once():

@@ -475,11 +475,15 @@ def load_minilm(*, max_len: int | None = None) -> MiniLM:
     Returns:
       A :class:`MiniLM`.
     """
-    return _load_minilm(str(minilm_dir()), None if max_len is None else int(max_len))
+    path = minilm_dir()
+    if max_len is None:
+        st = path / "sentence_bert_config.json"
+        max_len = int(json.loads(st.read_text())["max_seq_length"]) if st.is_file() else 256
+    return _load_minilm(str(path), int(max_len))
 
 
 @functools.cache
-def _load_minilm(root: str, max_len: int | None) -> MiniLM:
+def _load_weights(root: str) -> tuple[BertConfig, Any, str]:
     from safetensors.numpy import load_file
 
     path = pathlib.Path(root)
@@ -487,16 +491,19 @@ def _load_minilm(root: str, max_len: int | None) -> MiniLM:
     pooling = path / "1_Pooling" / "config.json"
     if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens"):
         raise ValueError(f"{pooling} is not mean pooling; embed_sentences assumes it")
-    if max_len is None:
-        st = path / "sentence_bert_config.json"
-        max_len = int(json.loads(st.read_text())["max_seq_length"]) if st.is_file() else 256
-    if not 2 <= max_len <= config.max_position_embeddings:
-        raise ValueError(f"max_len must be in [2, {config.max_position_embeddings}], got {max_len}")
     weights = path / "model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     params = jax.device_put(params_from_hf(load_file(str(weights)), config))
-    tok = WordPieceTokenizer(path / "tokenizer.json", max_len=max_len)
-    return MiniLM(config, params, tok, max_len, path, digest)
+    return config, params, digest
+
+
+@functools.cache
+def _load_minilm(root: str, max_len: int) -> MiniLM:
+    config, params, digest = _load_weights(root)
+    if not 2 <= max_len <= config.max_position_embeddings:
+        raise ValueError(f"max_len must be in [2, {config.max_position_embeddings}], got {max_len}")
+    tok = WordPieceTokenizer(pathlib.Path(root) / "tokenizer.json", max_len=max_len)
+    return MiniLM(config, params, tok, max_len, pathlib.Path(root), digest)
 
 
 def _seq_bucket(n: int, max_len: int) -> int:

@@ -196,6 +196,8 @@ def test_truncates_at_256_pieces_not_128(minilm, raw):
     np.testing.assert_allclose(got, reference_embedding(raw, ids), atol=ATOL, rtol=0)
     at_128 = reference_embedding(raw, [cls, *pieces[:126], sep])
     assert np.abs(got - at_128).max() > 1e-3
+    short = bert.embed_sentences([text], use_cache=False, max_len=128)[0]  # asked for: honoured
+    np.testing.assert_allclose(short, at_128, atol=ATOL, rtol=0)
 
 
 def test_empty_string_is_cls_sep(minilm, raw):

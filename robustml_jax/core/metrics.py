@@ -32,6 +32,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "bootstrap_interval",
+    "expected_calibration_error",
     "fpr_at_tpr",
     "inverse_propensity",
     "labels_to_padded",
@@ -329,3 +330,29 @@ def _replicates_cluster(metric_fn):
         return metric_fn(*(a[idx] for a in arrays))
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def expected_calibration_error(
+    confidence: jax.Array, correct: jax.Array, *, num_bins: int = 15
+) -> jax.Array:
+    """Expected calibration error of probabilities ``confidence`` [N] for outcomes ``correct`` [N].
+
+    Equal-width bins on [0, 1] (a confidence of exactly 1 goes to the last bin);
+    ECE = sum_b (n_b / N) |mean(correct in b) - mean(confidence in b)| (Guo et al., 2017).
+    Works for any binary event, e.g. "the top-1 label is right" or "a scored label is true".
+
+    Args:
+      confidence: float [N] in [0, 1].
+      correct: bool [N].
+      num_bins: number of bins, static.
+
+    Returns:
+      scalar in [0, 1].
+    """
+    conf = jnp.clip(confidence.astype(jnp.float32), 0.0, 1.0)
+    b = jnp.minimum((conf * num_bins).astype(jnp.int32), num_bins - 1)
+    n = jax.ops.segment_sum(jnp.ones_like(conf), b, num_bins)
+    acc = jax.ops.segment_sum(correct.astype(jnp.float32), b, num_bins)
+    cs = jax.ops.segment_sum(conf, b, num_bins)
+    return jnp.sum(jnp.abs(acc - cs)) / conf.shape[0]

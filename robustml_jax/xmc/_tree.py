@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 import flax
 import jax
@@ -221,9 +222,29 @@ def _lookup(level: Level, parents, cols, steps: int):
     return jnp.where(found[..., None], level.w[jnp.minimum(lo, last)], 0.0)
 
 
+_PREPARED: dict = {}  # id(model) -> (weakref to the model, dense_limit, tables, modes)
+
+
 def _prepare(model: TreeModel, dense_limit: int):
     """Per level: a dense [P, D, B] tensor when it is small, else the compact level; and the
-    static lookup mode (0 = dense, else the number of bisection steps)."""
+    static lookup mode (0 = dense, else the number of bisection steps).
+
+    Cached per live model (the tables are rebuilt only for a new model or limit), so repeated
+    predictions with one model do not rebuild its dense tables on every call.
+    """
+    hit = _PREPARED.get(id(model))
+    if hit is not None and hit[0]() is model and hit[1] == dense_limit:
+        return hit[2], hit[3]
+    tables, modes = _prepare_uncached(model, dense_limit)
+    try:
+        ref = weakref.ref(model, lambda _, k=id(model): _PREPARED.pop(k, None))
+    except TypeError:  # not weak-referenceable: do not cache
+        return tables, modes
+    _PREPARED[id(model)] = (ref, dense_limit, tables, modes)
+    return tables, modes
+
+
+def _prepare_uncached(model: TreeModel, dense_limit: int):
     tables, modes = [], []
     for lv in model.levels:
         if lv.num_parents * model.num_features * lv.branching <= dense_limit:

@@ -57,7 +57,9 @@ def random_tree(key, num_labels: int, num_features: int) -> xmc.TreeModel:
     for t in range(depth + 1):
         parents, b = (2**t, 2) if t < depth else (2**depth, _LEAF)
         rows = _ROWS[0] if t < depth else _ROWS[1]
-        feat = np.sort(rng.integers(0, num_features, (parents, rows)), axis=1)
+        # Distinct, sorted features per parent: cumulative sums of positive gaps (< D).
+        gap = num_features // rows
+        feat = np.cumsum(rng.integers(1, gap + 1, (parents, rows)), axis=1) - 1
         w = rng.normal(0, 2.0, (parents * rows, b)).astype(np.float32)
         valid = np.ones((parents, b), bool)
         if t == depth:  # leaf slots beyond L are padding

@@ -234,6 +234,21 @@ def ood_study(members, X, is_ood, *, beam, topk, k_sum, key, num_samples) -> dic
     return {**det, "num_ood": int(is_ood.sum()), "num_id": int((~is_ood).sum())}
 
 
+def _miscls(members, d, config, key) -> dict:
+    """:func:`misclassification_study` on a prepared dataset's test split with the config's
+    beam, top-k, k of the top-k sum and bootstrap size."""
+    return misclassification_study(
+        members,
+        d["X_test"],
+        d["Y_test"],
+        beam=config.beam_size,
+        topk=config.topk,
+        k_sum=config.topk_sum,
+        key=key,
+        num_samples=config.bootstrap_samples,
+    )
+
+
 def _curve(uncertainty, error, points: int = 50) -> dict:
     rc = metrics.risk_coverage(np.asarray(uncertainty, np.float32), np.asarray(error, bool))
     idx = np.unique(np.linspace(0, len(error) - 1, points).astype(int))
@@ -286,16 +301,7 @@ def diversity_study(d, inv_prop, *, key, folder, config, base_members) -> dict:
             ]
         )
         pairs = [(i, j) for i in range(len(members)) for j in range(i + 1, len(members))]
-        mis = misclassification_study(
-            members,
-            d["X_test"],
-            d["Y_test"],
-            beam=config.beam_size,
-            topk=config.topk,
-            k_sum=config.topk_sum,
-            key=jax.random.fold_in(key, 100 + DIVERSITY.index(opt)),
-            num_samples=config.bootstrap_samples,
-        )
+        mis = _miscls(members, d, config, jax.random.fold_in(key, 100 + DIVERSITY.index(opt)))
         out[opt] = {
             "ensemble": _ranking(ens.labels, d["Y_test"], inv_prop),
             "top1_disagreement": float(np.mean([np.mean(top1[i] != top1[j]) for i, j in pairs]))
@@ -428,16 +434,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 topk=config.topk,
                 k_sum=config.topk_sum,
             )
-        res["miscls"] = misclassification_study(
-            members,
-            d["X_test"],
-            d["Y_test"],
-            beam=config.beam_size,
-            topk=config.topk,
-            k_sum=config.topk_sum,
-            key=jax.random.fold_in(k_boot, 0),
-            num_samples=config.bootstrap_samples,
-        )
+        res["miscls"] = _miscls(members, d, config, jax.random.fold_in(k_boot, 0))
         if spec in tuple(config.ood_datasets):
             split = xmc.ood_split(
                 k_ood,

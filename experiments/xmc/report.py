@@ -42,7 +42,7 @@ def _paired_rows(name, kind, d, primary, sc, rows, verdicts, note=""):
         diff = s[main][f"{metric}_diff"]
         rows.append(
             Row(
-                f"{name} {kind} {metric.upper()} ({what}): single {base} vs ensemble {main}",
+                f"{name} {kind} {metric.upper()} ({what}): {base} vs ensemble {main}",
                 f"{_ci(s[base][metric])} vs {_ci(s[main][metric])}; diff {_ci(diff, '+.3f')}",
                 None,
                 name,

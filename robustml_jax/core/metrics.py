@@ -352,7 +352,6 @@ def expected_calibration_error(
     """
     conf = jnp.clip(confidence.astype(jnp.float32), 0.0, 1.0)
     b = jnp.minimum((conf * num_bins).astype(jnp.int32), num_bins - 1)
-    n = jax.ops.segment_sum(jnp.ones_like(conf), b, num_bins)
     acc = jax.ops.segment_sum(correct.astype(jnp.float32), b, num_bins)
     cs = jax.ops.segment_sum(conf, b, num_bins)
     return jnp.sum(jnp.abs(acc - cs)) / conf.shape[0]

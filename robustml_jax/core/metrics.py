@@ -2,7 +2,8 @@
 bootstrap intervals.
 
 - Detection (scores where *higher means positive*): :func:`auroc`, :func:`average_precision`,
-  :func:`fpr_at_tpr`; selective prediction: :func:`risk_coverage`.
+  :func:`fpr_at_tpr`; selective prediction: :func:`risk_coverage`; calibration:
+  :func:`expected_calibration_error`.
 - XMC ranking on top-k predictions (P@k, nDCG@k, PSP@k, R@k). Definitions follow pyxclib
   (``xclib/evaluation/xc_metrics.py``): P@k divides by k, missing predictions (label id -1) are
   misses, PSP@k is the ratio of dataset totals (propensity-weighted hits over the best
@@ -34,6 +35,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "bootstrap_interval",
+    "expected_calibration_error",
     "fpr_at_tpr",
     "inverse_propensity",
     "labels_to_padded",
@@ -416,3 +418,28 @@ def _stacked_correct_scan(apply_fn):
         return pred == yb[None, :]
 
     return jax.jit(lambda ps, x, y: jax.lax.map(lambda xy: correct(ps, *xy), (x, y)))
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins",))
+def expected_calibration_error(
+    confidence: jax.Array, correct: jax.Array, *, num_bins: int = 15
+) -> jax.Array:
+    """Expected calibration error of probabilities ``confidence`` [N] for outcomes ``correct`` [N].
+
+    Equal-width bins on [0, 1] (a confidence of exactly 1 goes to the last bin);
+    ECE = sum_b (n_b / N) |mean(correct in b) - mean(confidence in b)| (Guo et al., 2017).
+    Works for any binary event, e.g. "the top-1 label is right" or "a scored label is true".
+
+    Args:
+      confidence: float [N] in [0, 1].
+      correct: bool [N].
+      num_bins: number of bins, static.
+
+    Returns:
+      scalar in [0, 1].
+    """
+    conf = jnp.clip(confidence.astype(jnp.float32), 0.0, 1.0)
+    b = jnp.minimum((conf * num_bins).astype(jnp.int32), num_bins - 1)
+    acc = jax.ops.segment_sum(correct.astype(jnp.float32), b, num_bins)
+    cs = jax.ops.segment_sum(conf, b, num_bins)
+    return jnp.sum(jnp.abs(acc - cs)) / conf.shape[0]

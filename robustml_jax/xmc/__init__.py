@@ -29,7 +29,13 @@ from robustml_jax.xmc._data import (
     pad_rows,
     synthetic_xmc,
 )
-from robustml_jax.xmc._evaluate import beam_approximation_errors, detection_metrics
+from robustml_jax.xmc._evaluate import (
+    DETECTION_METRICS,
+    beam_approximation_errors,
+    calibration_errors,
+    detection_metrics,
+    paired_detection,
+)
 from robustml_jax.xmc._io import load_model, model_items, save_model
 from robustml_jax.xmc._rankers import (
     Level,
@@ -52,17 +58,21 @@ from robustml_jax.xmc._uq import (
     InstanceUncertainty,
     LabelUncertainty,
     OODSplit,
+    Uncertainty,
     binary_entropy,
     combine_members,
     ensemble_exact,
     ensemble_predict,
+    exact_uncertainty,
     fit_member,
     instance_uncertainty,
     label_uncertainty,
     ood_split,
+    uncertainty_scores,
 )
 
 __all__ = [
+    "DETECTION_METRICS",
     "BeamOutput",
     "EnsembleOutput",
     "InstanceUncertainty",
@@ -74,6 +84,7 @@ __all__ = [
     "ScoreFn",
     "SlotBeam",
     "TreeModel",
+    "Uncertainty",
     "all_paths",
     "auroc",
     "average_precision",
@@ -83,12 +94,14 @@ __all__ = [
     "beam_search_slots",
     "binary_entropy",
     "bucket_size",
+    "calibration_errors",
     "check_features",
     "check_labels",
     "combine_members",
     "detection_metrics",
     "ensemble_exact",
     "ensemble_predict",
+    "exact_uncertainty",
     "fit_member",
     "fit_tree_model",
     "instance_uncertainty",
@@ -107,6 +120,7 @@ __all__ = [
     "newton_cg",
     "ood_split",
     "pad_rows",
+    "paired_detection",
     "pifa_embeddings",
     "predict",
     "ranking_metrics",
@@ -117,4 +131,5 @@ __all__ = [
     "synthetic_xmc",
     "topk_hits",
     "tree_scorer",
+    "uncertainty_scores",
 ]

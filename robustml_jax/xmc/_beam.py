@@ -72,11 +72,14 @@ def beam_search_slots(
       query: whatever ``score_fn`` reads (a pytree of arrays for one query).
       branching: B_t of every level, static.
       beam: beam width (>= 1), static; wider than a level means the whole level.
-      topk: K slots returned, static; at most the slots the beam reaches.
+      topk: K slots returned, static; slots beyond those the beam reaches come back with log
+        score -inf.
 
     Returns:
       :class:`SlotBeam`.
     """
+    if beam < 1 or topk < 1:
+        raise ValueError(f"beam and topk must be >= 1, got {beam}, {topk}")
     parents = jnp.zeros((1,), jnp.int32)
     logp = jnp.zeros((1,), jnp.float32)
     pruned = jnp.float32(-jnp.inf)
@@ -85,12 +88,16 @@ def beam_search_slots(
         lp = logp[:, None] + score_fn(t, parents, query)
         child = (parents[:, None] * nb + jnp.arange(nb)[None, :]).reshape(-1)
         flat = lp.reshape(-1)
-        k = topk if t == last else min(beam, flat.shape[0])
+        k = min(topk if t == last else beam, flat.shape[0])
         kk = min(k + 1, flat.shape[0])
         top, idx = jax.lax.top_k(flat, kk)
         if kk > k:
             pruned = jnp.maximum(pruned, top[k])
         parents, logp = child[idx[:k]], top[:k]
+    if parents.shape[0] < topk:  # fewer slots reachable than asked: pad with "no slot"
+        pad = topk - parents.shape[0]
+        parents = jnp.concatenate([parents, jnp.zeros((pad,), parents.dtype)])
+        logp = jnp.concatenate([logp, jnp.full((pad,), -jnp.inf, logp.dtype)])
     return SlotBeam(parents, logp, pruned)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 import flax
 import jax
@@ -221,9 +222,29 @@ def _lookup(level: Level, parents, cols, steps: int):
     return jnp.where(found[..., None], level.w[jnp.minimum(lo, last)], 0.0)
 
 
+_PREPARED: dict = {}  # id(model) -> (weakref to the model, dense_limit, tables, modes)
+
+
 def _prepare(model: TreeModel, dense_limit: int):
     """Per level: a dense [P, D, B] tensor when it is small, else the compact level; and the
-    static lookup mode (0 = dense, else the number of bisection steps)."""
+    static lookup mode (0 = dense, else the number of bisection steps).
+
+    Cached per live model (the tables are rebuilt only for a new model or limit), so repeated
+    predictions with one model do not rebuild its dense tables on every call.
+    """
+    hit = _PREPARED.get(id(model))
+    if hit is not None and hit[0]() is model and hit[1] == dense_limit:
+        return hit[2], hit[3]
+    tables, modes = _prepare_uncached(model, dense_limit)
+    try:
+        ref = weakref.ref(model, lambda _, k=id(model): _PREPARED.pop(k, None))
+    except TypeError:  # not weak-referenceable: do not cache
+        return tables, modes
+    _PREPARED[id(model)] = (ref, dense_limit, tables, modes)
+    return tables, modes
+
+
+def _prepare_uncached(model: TreeModel, dense_limit: int):
     tables, modes = [], []
     for lv in model.levels:
         if lv.num_parents * model.num_features * lv.branching <= dense_limit:
@@ -278,20 +299,9 @@ def _beam_batch(tables, biases, valids, slot_label, cols, vals, *, modes, beam, 
     return jax.vmap(one)(cols, vals)
 
 
-def _check_beam(model: TreeModel, beam: int, topk: int):
+def _check_beam(beam: int, topk: int):
     if beam < 1 or topk < 1:
         raise ValueError(f"beam_size and topk must be >= 1, got {beam}, {topk}")
-    if beam > model.num_leaf_clusters:
-        raise ValueError(
-            f"beam_size {beam} is larger than the tree allows: it has only "
-            f"{model.num_leaf_clusters} leaf clusters (use beam_size <= {model.num_leaf_clusters})"
-        )
-    reach = beam * model.levels[-1].branching
-    if topk > min(reach, model.num_labels):
-        raise ValueError(
-            f"topk {topk} exceeds the {min(reach, model.num_labels)} labels a beam of {beam} "
-            "can reach"
-        )
 
 
 def beam_search(
@@ -309,7 +319,9 @@ def beam_search(
     Args:
       model: a trained :class:`TreeModel`.
       X: scipy CSR [M, D] queries (rows l2-normalised like the training data).
-      beam_size: beam width; topk: K labels returned.
+      beam_size: beam width; wider than a level searches that whole level (as PECOS does), so
+        a beam of at least the number of leaf clusters is exact.
+      topk: K labels returned; where fewer labels are reachable the rest are -1 (score 0).
       batch_size: queries per device call.
       dense_limit: levels with at most this many weights are expanded to dense tables.
 
@@ -318,7 +330,7 @@ def beam_search(
       tail_bound float32 [M].
     """
     X = _data.check_features(X, model.num_features)
-    _check_beam(model, beam_size, topk)
+    _check_beam(beam_size, topk)
     tables, modes = _prepare(model, dense_limit)
     biases = tuple(lv.bias for lv in model.levels)
     valids = tuple(lv.valid for lv in model.levels)

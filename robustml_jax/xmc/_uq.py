@@ -37,14 +37,17 @@ __all__ = [
     "InstanceUncertainty",
     "LabelUncertainty",
     "OODSplit",
+    "Uncertainty",
     "binary_entropy",
     "combine_members",
     "ensemble_exact",
+    "exact_uncertainty",
     "ensemble_predict",
     "fit_member",
     "instance_uncertainty",
     "label_uncertainty",
     "ood_split",
+    "uncertainty_scores",
 ]
 
 _EPS = 1e-6
@@ -59,7 +62,10 @@ class EnsembleOutput(NamedTuple):
       total, aleatoric, epistemic: [N, K] H(mean), E_m H(p_m), and their difference.
       bound: [N, K] bound on |mean - exact mean| from the beam approximation (0 if exact).
       tail_bound: [N] bound on the exact mean score of every label not in ``labels``.
-      member_scores: [M, N, K] each member's probability for the kept labels.
+      member_scores: [M, N, K] each member's probability for the kept labels (0 where the
+        member's beam did not return the label).
+      member_reached: bool [M, N, K] whether the member's beam returned the label.
+      member_tail: [M, N] each member's tail bound tau_m (largest pruned path score).
     """
 
     labels: np.ndarray
@@ -71,6 +77,8 @@ class EnsembleOutput(NamedTuple):
     bound: np.ndarray
     tail_bound: np.ndarray
     member_scores: np.ndarray
+    member_reached: np.ndarray
+    member_tail: np.ndarray
 
 
 def binary_entropy(p: jax.Array) -> jax.Array:
@@ -198,9 +206,11 @@ def combine_members(
             bound=pick(bound),
             tail_bound=tail,
             member_scores=jnp.where(ok[None, :], p[:, idx], 0.0),
+            member_reached=reached[:, idx] & ok[None, :],
+            member_tail=taus,
         )
 
-    out_axes = EnsembleOutput(*([0] * 8), member_scores=1)
+    out_axes = EnsembleOutput(*([0] * 8), member_scores=1, member_reached=1, member_tail=1)
     return jax.vmap(one, in_axes=(1, 1, 1), out_axes=out_axes)(labels, scores, taus)
 
 
@@ -258,23 +268,193 @@ def ensemble_exact(members: list[_tree.TreeModel], X, *, topk: int = 10, return_
         bound=np.zeros(idx.shape, np.float32),
         tail_bound=np.zeros(idx.shape[0], np.float32),
         member_scores=np.take_along_axis(p, idx[None], axis=-1),
+        member_reached=np.ones((len(members), *idx.shape), bool),
+        member_tail=np.zeros((len(members), idx.shape[0]), np.float32),
     )
     return (out, p) if return_all else out
 
 
-def fit_member(X, Y, *, key: jax.Array, bootstrap: bool = False, **tree_kwargs):
-    """One ensemble member: its own clustering seed and, optionally, a bootstrap sample.
+# ----------------------------------------------------------------------------- scores with bounds
+
+
+class Uncertainty(NamedTuple):
+    """Uncertainty scores of N instances, each float64 [N]; larger = more uncertain.
+
+    Label level (about the predicted label y = ``labels[:, 0]``):
+      one_minus_mean: 1 - pbar(y), pbar the member mean score.
+      member_std: the members' spread std_m p_m(y) (population std).
+    Instance level (no prediction needed, e.g. OOD):
+      one_minus_max: 1 - max_l pbar(l) over every label.
+      neg_topk_sum: -(sum of the k largest pbar(l) over every label).
+      cat_entropy: entropy (nats) of the categorical pbar(l) / sum_R pbar over the retrieved
+        labels R = ``labels[i]`` (the valid ones).
+    """
+
+    one_minus_mean: np.ndarray
+    member_std: np.ndarray
+    one_minus_max: np.ndarray
+    neg_topk_sum: np.ndarray
+    cat_entropy: np.ndarray
+
+
+def _entropy_rows(v: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Entropy of each row of ``v`` [N, K] normalised over its ``ok`` entries (0 log 0 = 0)."""
+    v = np.where(ok, v, 0.0)
+    tot = v.sum(1, keepdims=True)
+    q = np.where(
+        tot > 0, v / np.where(tot > 0, tot, 1.0), np.where(ok, 1.0, 0.0) / ok.sum(1)[:, None]
+    )
+    return -np.where(q > 0, q * np.log(np.where(q > 0, q, 1.0)), 0.0).sum(1)
+
+
+def _topk_sum(v: np.ndarray, k: int) -> np.ndarray:
+    return -np.sort(-v, axis=1)[:, :k].sum(1)
+
+
+def uncertainty_scores(
+    out: EnsembleOutput, *, k: int, num_labels: int
+) -> tuple[Uncertainty, Uncertainty]:
+    """The scores of :class:`Uncertainty` from a beam-approximated ensemble, and their bounds.
+
+    Beam approximation: member m's score of a label its beam did not return counts as 0.
+
+    Bounds (our derivation). A path score is a product of factors in [0, 1] along the path, so
+    every label member m's beam did not return scores at most tau_m (``member_tail``), the
+    largest path score the search pruned. With e_m(l) = tau_m [m did not return l] and
+    delta(l) = mean_m e_m(l) (``bound``), for every label l and member m:
+
+        phat_m(l) <= p_m(l) <= phat_m(l) + e_m(l),   phatbar(l) <= pbar(l) <= phatbar(l) + delta(l),
+
+    and every label outside the kept list has pbar(l) <= ``tail_bound`` (the mean of tau_m for
+    labels no member returned; a pooled label that missed the list is itself bounded by
+    phatbar + delta). Hence, writing A for the approximation and E for the exact value:
+
+    * one_minus_mean: E in [A - delta(y), A], so |E - A| <= delta(y).
+    * member_std: std(p) = |C p| / sqrt(M) with C the centring projection (non-expansive), so
+      |std(p) - std(phat)| <= |p - phat| / sqrt(M) <= sqrt(mean_m e_m(y)^2).
+    * one_minus_max and neg_topk_sum: S_k(v) = sum of the k largest entries is monotone in v,
+      and the kept list is a subset of all labels, so S_k(phatbar_kept) <= S_k(pbar) <=
+      S_k(u) with u = (phatbar + delta on the kept labels, ``tail_bound`` for each of the
+      L - K others); the bound is S_k(u) - S_k(phatbar_kept) (k = 1 for the max).
+    * cat_entropy (over the same retrieved set R of K' labels): with v = pbar_R, vhat =
+      phatbar_R, 0 <= v - vhat, D = sum(v - vhat) <= Delta = sum_R delta, the total variation
+      T = 0.5 |v / S - vhat / Shat|_1 <= D / S <= Delta / (Shat + Delta); by the sharp
+      Fannes-Audenaert inequality |H(q) - H(qhat)| <= T log(K' - 1) + h(T) (h the binary
+      entropy), increasing in T up to T = 1 - 1/K' where it equals log K', so the bound is
+      that function at min(Delta / (Shat + Delta), 1 - 1/K').
+
+    The bounds hold for any score distribution; they are small when the pruned mass tau_m is
+    small, which is what a long-tailed label distribution gives a wide enough beam.
 
     Args:
-      X: CSR [N, D]; Y: CSR [N, L]; key: PRNG key (split into clustering and bootstrap keys).
-      bootstrap: train on N rows drawn with replacement.
+      out: an :class:`EnsembleOutput` (from :func:`ensemble_predict`) for N instances.
+      k: labels summed by ``neg_topk_sum`` (<= K, the labels kept).
+      num_labels: L, the size of the label space.
+
+    Returns:
+      (scores, bounds): two :class:`Uncertainty`; ``bounds`` bounds |exact - approximate| of
+      each score, per instance.
+    """
+    K = out.labels.shape[1]
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be in [1, {K}] (the labels kept), got {k}")
+    ok = out.labels >= 0
+    mean = np.where(ok, np.asarray(out.mean, np.float64), 0.0)
+    delta = np.where(ok, np.asarray(out.bound, np.float64), 0.0)
+    tail = np.asarray(out.tail_bound, np.float64)
+    p_top = np.asarray(out.member_scores[:, :, 0], np.float64)  # [M, N]
+    e_top = np.where(out.member_reached[:, :, 0], 0.0, np.asarray(out.member_tail, np.float64))
+    scores = Uncertainty(
+        one_minus_mean=1.0 - mean[:, 0],
+        member_std=p_top.std(0),
+        one_minus_max=1.0 - mean.max(1),
+        neg_topk_sum=-_topk_sum(mean, k),
+        cat_entropy=_entropy_rows(mean, ok),
+    )
+    others = max(num_labels - K, 0)
+    upper = np.where(ok, mean + delta, 0.0)
+    if others:
+        upper = np.concatenate([upper, np.repeat(tail[:, None], min(others, k), 1)], 1)
+    count = np.maximum(ok.sum(1), 1)
+    big_delta = delta.sum(1)
+    s_hat = mean.sum(1)
+    t_up = np.where(big_delta > 0, big_delta / np.maximum(s_hat + big_delta, 1e-300), 0.0)
+    t = np.minimum(t_up, 1.0 - 1.0 / count)
+    h_t = -np.where(t > 0, t * np.log(np.where(t > 0, t, 1.0)), 0.0) - np.where(
+        t < 1, (1 - t) * np.log1p(-np.minimum(t, 1 - 1e-16)), 0.0
+    )
+    cat_bound = np.where(count > 1, t * np.log(np.maximum(count - 1, 1)) + h_t, 0.0)
+    bounds = Uncertainty(
+        one_minus_mean=delta[:, 0],
+        member_std=np.sqrt((e_top**2).mean(0)),
+        one_minus_max=upper.max(1) - mean.max(1),
+        neg_topk_sum=_topk_sum(upper, k) - _topk_sum(mean, k),
+        cat_entropy=cat_bound,
+    )
+    return scores, bounds
+
+
+def exact_uncertainty(p_all: np.ndarray, labels: np.ndarray, *, k: int) -> Uncertainty:
+    """The scores of :class:`Uncertainty` from exact all-label member scores.
+
+    Args:
+      p_all: float [M, N, L] every member's score of every label.
+      labels: int [N, K] the prediction (``labels[:, 0]``) and retrieved set (valid entries)
+        the label-level and categorical scores refer to.
+      k: labels summed by ``neg_topk_sum``.
+
+    Returns:
+      :class:`Uncertainty` (float64).
+    """
+    p_all = np.asarray(p_all, np.float64)
+    labels = np.asarray(labels)
+    ok = labels >= 0
+    mean_all = p_all.mean(0)  # [N, L]
+    rows = np.arange(labels.shape[0])
+    y = np.maximum(labels[:, 0], 0)
+    kept = np.where(ok, np.take_along_axis(mean_all, np.maximum(labels, 0), 1), 0.0)
+    return Uncertainty(
+        one_minus_mean=1.0 - mean_all[rows, y],
+        member_std=p_all[:, rows, y].std(0),
+        one_minus_max=1.0 - mean_all.max(1),
+        neg_topk_sum=-_topk_sum(mean_all, k),
+        cat_entropy=_entropy_rows(kept, ok),
+    )
+
+
+def fit_member(
+    X,
+    Y,
+    *,
+    key: jax.Array,
+    bootstrap: bool = False,
+    feature_fraction: float = 1.0,
+    **tree_kwargs,
+):
+    """One ensemble member: its own clustering seed and, optionally, a bootstrap sample of the
+    instances and a random subset of the features (diversity options).
+
+    Args:
+      X: CSR [N, D]; Y: CSR [N, L]; key: PRNG key (split into clustering, bootstrap and
+        feature keys).
+      bootstrap: train on N rows drawn with replacement (bagging).
+      feature_fraction: train on a random fraction of the features (the others are zeroed,
+        so the member's weights on them are 0); 1 keeps all.
       **tree_kwargs: :func:`fit_tree_model` options.
     """
+    if not 0.0 < feature_fraction <= 1.0:
+        raise ValueError(f"feature_fraction must be in (0, 1], got {feature_fraction}")
     k_tree, k_boot = jax.random.split(key)
     if bootstrap:
         n = X.shape[0]
         idx = np.asarray(jax.random.randint(k_boot, (n,), 0, n))
         X, Y = sp.csr_matrix(X)[idx], sp.csr_matrix(Y)[idx]
+    if feature_fraction < 1.0:
+        keep = np.asarray(
+            jax.random.uniform(jax.random.fold_in(key, 7), (X.shape[1],)) < feature_fraction
+        )
+        X = sp.csr_matrix(sp.csr_matrix(X) @ sp.diags(keep.astype(np.float32)))
+        X.eliminate_zeros()
     return _tree.fit_tree_model(X, Y, key=k_tree, **tree_kwargs)
 
 

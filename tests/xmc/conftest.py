@@ -51,3 +51,20 @@ def members(problem):
 @pytest.fixture(scope="session")
 def model(members):
     return members[0]
+
+
+@pytest.fixture(scope="session")
+def long_tail():
+    """A strongly long-tailed problem (Zipf exponent 1.5) and a 2-member ensemble on it, one
+    member on a bootstrap sample: 16 leaf clusters of 4 labels."""
+    d = xmc.synthetic_xmc(
+        jax.random.key(5), 500, 120, 300, 64, nnz_per_row=10, labels_per_row=2.0, power=1.5
+    )
+    X, Y = d["train"]["X"], d["train"]["Y"]
+    members = [
+        xmc.fit_member(
+            X, Y, key=jax.random.key(10 + m), bootstrap=m == 1, max_leaf_size=4, cg_iters=4
+        )
+        for m in range(2)
+    ]
+    return members, d["test"]["X"], d["test"]["Y"]

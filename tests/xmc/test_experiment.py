@@ -33,7 +33,13 @@ def test_smoke_main_end_to_end(smoke_run):
         assert 0 < b[part]["P@1"] <= 100 and math.isfinite(b[part]["PSP@5"])
     assert b["single"]["P@1"] > 30  # far above chance on 159 labels
     assert all(v["bound_violations"] == 0 for v in b["approx"]["beams"].values())
-    assert 0 < b["miscls"]["single_model"]["one_minus_score"]["auroc"] <= 1
+    m = b["miscls"]["scores"]
+    assert 0.5 < m["single_one_minus_score"]["auroc"]["estimate"] <= 1
+    assert 0.5 < m["one_minus_mean"]["auroc"]["estimate"] <= 1
+    o = b["ood"]  # the smoke config runs OOD detection on held-out labels
+    assert o["num_ood"] > 20 and 0.5 < o["scores"]["neg_topk_sum"]["auroc"]["estimate"] <= 1
+    for v in b["approx"]["beams"].values():
+        assert all(s["violations"] == 0 for s in v["scores"].values())
     for p in res["plots"]:
         assert (workdir / p).stat().st_size > 0
     assert len(list((workdir / "bibtex" / "members").glob("member_*/meta.json"))) == 2
@@ -69,7 +75,8 @@ def test_variants_validate(arg):
         ("beam_size", -3, r"config.beam_size=-3: must be a positive integer"),
         ("nr_splits", 3, r"config.nr_splits=3: must be a power of two"),
         ("loss", "hinge", r"config.loss='hinge': must be one of"),
-        ("detect_topk", 11, r"config.detect_topk=11: must be in \[1, topk=10\]"),
+        ("topk_sum", 11, r"config.topk_sum=11: must be in \[1, topk=10\]"),
+        ("feature_fraction", 1.5, r"config.feature_fraction=1.5: must be a probability"),
         ("ood_datasets", ("eurlex",), r"must be a subset of datasets"),
     ],
 )

@@ -66,10 +66,11 @@ def test_level_solver_matches_liblinear():
         np.testing.assert_allclose(np.asarray(level.bias)[0, j], ref.intercept_[0], atol=2e-3)
 
 
-def test_full_beam_equals_exact_scoring(model, problem):
+@pytest.mark.parametrize("beam", [8, 10])  # 8 leaf clusters: 10 is wider than the level
+def test_full_beam_equals_exact_scoring(model, problem, beam):
     _, _, Xte, _ = problem
     exact = xmc.score_all_labels(model, Xte)
-    out = xmc.beam_search(model, Xte, beam_size=model.num_leaf_clusters, topk=5)
+    out = xmc.beam_search(model, Xte, beam_size=beam, topk=5)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :5]
     np.testing.assert_allclose(out.scores, np.take_along_axis(exact, order, 1), rtol=1e-5)
     np.testing.assert_allclose(out.scores, np.take_along_axis(exact, out.labels, 1), rtol=1e-5)
@@ -97,6 +98,17 @@ def test_quality_beats_label_frequency(model, problem):
     top = np.argsort(-np.asarray(Y.sum(0)).ravel())[:5]
     base = float(xmc.ranking_metrics(np.tile(top, (150, 1)), truth, inv)["P@1"])
     assert p1 > base + 0.2, (p1, base)
+
+
+def test_topk_beyond_reach_is_padded(model, problem):
+    """Beam 2 reaches 2 leaf clusters of 6 labels: asking for 40 gives 12 labels and 28 empty
+    slots (label -1, score 0) instead of an error."""
+    _, _, Xte, _ = problem
+    labels, scores = xmc.predict(model, Xte[:10], beam_size=2, topk=40)
+    assert labels.shape == (10, 40)
+    assert ((labels >= 0).sum(1) == 12).all() and (scores[labels < 0] == 0).all()
+    ref, _ = xmc.predict(model, Xte[:10], beam_size=2, topk=12)
+    np.testing.assert_array_equal(labels[:, :12], ref)
 
 
 def test_compact_lookup_equals_dense(model, problem):
@@ -180,10 +192,8 @@ def test_bad_inputs(model, problem):
     X, Y, Xte, _ = problem
     with pytest.raises(ValueError, match="feature dimension mismatch"):
         xmc.predict(model, sp.csr_matrix((3, X.shape[1] + 1), dtype=np.float32))
-    with pytest.raises(ValueError, match="larger than the tree allows"):
-        xmc.predict(model, Xte, beam_size=9)
-    with pytest.raises(ValueError, match="topk 40 exceeds"):
-        xmc.predict(model, Xte, beam_size=2, topk=40)
+    with pytest.raises(ValueError, match="beam_size and topk must be >= 1"):
+        xmc.predict(model, Xte, beam_size=0)
     Y_empty = Y.tolil()
     Y_empty[3, :] = 0
     with pytest.raises(ValueError, match="rows have no label"):

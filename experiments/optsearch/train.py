@@ -312,7 +312,10 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             ttask = _task(tname, config, tdata)
             titems = _json_items(workdir / "transfer" / tname)
             tkey = jax.random.fold_in(root, 4)
-            tb = {b: baseline_eval(b, tkey, tdata, ttask, titems, tprot) for b in config.baselines}
+            tb = {
+                b: baseline_eval(b, tkey, tdata, ttask, titems, tprot)
+                for b in config.transfer_baselines
+            }
             ref = None
             if "adam" in tb:
                 _, ib = optsearch.search_score(tb["adam"])

@@ -207,6 +207,7 @@ def run_program(program: Program, key: jax.Array, ctx: Context) -> jax.Array:
     Returns:
       the output of node N-1, [P].
     """
+    program = Program(*(jnp.asarray(a, jnp.int32) for a in program))
     n = program.ops.shape[0]
     branches = _branches(ctx)
     buf = jnp.zeros((n,) + ctx.g.shape, ctx.g.dtype)

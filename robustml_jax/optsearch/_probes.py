@@ -1,13 +1,15 @@
 """Probe tests of ENOS (official ``src/algorithms/utils_search.py``, class ``Visit``).
 
 - :func:`rule_fingerprint`: probe hashing for duplicate detection. Every operand gets its own
-  independent N(0, 1) probe of D = 25 values (second / third moments: squares / cubes of their
-  own draw; g^2, g^3, sign(g), sign(m1) derived from g and m1), t = 30, T = 100, noise and
-  dropout off; the output rounded to 5 significant digits is the fingerprint.
+  independent N(0, 1) probe of D = 25 values (m2: the square of its own draw, as ENOS squares
+  only the second moments; g^2, g^3, sign(g), sign(m1) derived from g and m1), t = 30, T = 100,
+  noise and dropout off; the output rounded to 5 significant digits is the fingerprint (ENOS
+  compares mean |diff| < 1e-6 with every evaluated rule; rounding makes it a hash).
 - :func:`semantic_valid`: on a semantic probe (G ~ N(0, 1) / 60; first-moment, previous-gradient
   and Adam / RMSprop operands = G; second moment G^2; third G^3; weights 1e-3) the output is
   finite, has both signs, changes when the probe is redrawn (summed |diff| > 1e-6), and the rule
-  reads an input other than the constants and step counters.
+  reads an input other than the constants, noise and step counters. The probe sets m1 = g, so
+  sign(g) (1 + sign(m1)) (AddSign) is never negative on it: ENOS's own test rejects AddSign.
 - :func:`descent_valid`: mean cosine between the rule's output and the gradient over 25 semantic
   probes > 0.15.
 
@@ -43,7 +45,7 @@ def _hash_context() -> Context:
         g_prev=z[1],
         m1=z[2],
         m2=z[3] ** 2,
-        m3=z[4] ** 3,
+        m3=z[4],
         adam=z[5],
         rmsprop=z[6],
         w=z[7],
@@ -91,7 +93,7 @@ def _reads_input(rule: Rule) -> bool:
     return any(
         OPS[n].kind == "operand"
         and not OPS[n].decay
-        and n not in ("one", "two")
+        and n not in ("one", "two", "noise")
         and OPS[n].out_type == "atom"
         for n in rule_ops(rule)
     )

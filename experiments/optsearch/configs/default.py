@@ -26,7 +26,7 @@ search's at the same budget over several search seeds.
 import ml_collections
 
 from robustml_jax.core import configs
-from robustml_jax.optsearch import SPACES, TASKS
+from robustml_jax.optsearch import BASELINES, SPACES, TASKS
 
 VARIANTS = {
     "smoke": {
@@ -81,6 +81,7 @@ VARIANTS = {
             "conv",
         ),
         "transfer_steps": 1000,
+        "transfer_baselines": ("adam", "sgd_momentum", "rmsprop", "addsign", "powsign"),
         "transfer_seeds": 10,
         "conv_examples": 0,
     },
@@ -115,6 +116,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.baselines = ("adam", "sgd_momentum", "rmsprop", "addsign", "powsign")
     # transfer of the best rule (and the baselines) to other tasks
     c.transfer_tasks = ("mnistnet_relu", "mnistnet_2layer", "mnistnet_wide", "text")
+    c.transfer_baselines = ("adam",)  # every baseline costs one compilation per task
     c.transfer_steps = 200
     c.transfer_seeds = 3
     c.text_vocab = 2048
@@ -135,5 +137,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(c, "space", lambda v: v in SPACES, f"one of {tuple(SPACES)}")
     configs.check(c, "lr_min", lambda v: 0 < v <= c.lr_max, "in (0, lr_max]")
     configs.check(c, "transfer_tasks", lambda v: all(t in TASKS for t in v), f"names in {TASKS}")
+    for name in ("baselines", "transfer_baselines"):
+        configs.check(
+            c, name, lambda v: all(b in BASELINES for b in v), f"names in {tuple(BASELINES)}"
+        )
     configs.check(c, "bound", lambda v: v > 0, "positive")
     configs.check(c, "lift", lambda v: v in ("vmap", "map"), "'vmap' or 'map'")

@@ -76,7 +76,8 @@ class Program(NamedTuple):
     """A rule encoded for the interpreter: N nodes in post-order, the output is node N-1.
 
     Attributes:
-      ops: int32 [N], index into ``OP_NAMES`` (unused leading nodes hold ``one``).
+      ops: int32 [N], index into the vocabulary (by default ``OP_NAMES``; unused leading nodes
+        hold its first operand).
       left: int32 [N], index of the first argument's node (0 for operands).
       right: int32 [N], index of the second argument's node (0 for operands and unary ops).
     """
@@ -149,39 +150,47 @@ def evaluate_rule(rule: Rule, key: jax.Array, ctx: Context) -> jax.Array:
     return vals[-1]
 
 
-def encode_rule(rule: Rule | str, *, max_nodes: int = MAX_NODES) -> Program:
+def encode_rule(
+    rule: Rule | str, *, max_nodes: int = MAX_NODES, vocabulary: tuple[str, ...] = OP_NAMES
+) -> Program:
     """Encodes a rule for :func:`program_to_optax` (host side, NumPy arrays).
 
     Args:
       rule: a complete rule or its text.
       max_nodes: N, the program length (static in the interpreter).
+      vocabulary: the words the opcodes index (e.g. a search space's ``ops``: a smaller switch
+        compiles faster); the interpreter must get the same vocabulary.
 
     Returns:
       the :class:`Program` (int32 [N] arrays).
 
     Raises:
-      ValueError: the rule has more than ``max_nodes`` nodes.
+      ValueError: the rule has more than ``max_nodes`` nodes or a word outside the vocabulary.
     """
     rule = as_rule(rule)
+    missing = sorted(rule_ops(rule) - set(vocabulary))
+    if missing:
+        raise ValueError(f"rule {rule}: {missing[0]!r} is not in the program's vocabulary")
+    pad_op = next(i for i, o in enumerate(vocabulary) if not OPS[o].arg_types)
     nodes = _postorder(rule)
     if len(nodes) > max_nodes:
         raise ValueError(f"rule {rule} has {len(nodes)} nodes, more than max_nodes={max_nodes}")
     pad = max_nodes - len(nodes)
-    ops = np.full([max_nodes], OP_NAMES.index("one"), np.int32)
+    ops = np.full([max_nodes], pad_op, np.int32)
     left = np.zeros([max_nodes], np.int32)
     right = np.zeros([max_nodes], np.int32)
     for i, (op, kids) in enumerate(nodes):
-        ops[pad + i] = OP_NAMES.index(op)
+        ops[pad + i] = vocabulary.index(op)
         if kids:
             left[pad + i] = pad + kids[0]
             right[pad + i] = pad + kids[-1]
     return Program(ops, left, right)
 
 
-def _branches(ctx: Context):
+def _branches(ctx: Context, vocabulary: tuple[str, ...]):
     # ctx is closed over (not a switch operand) so that its static flag stays a Python bool.
     out = []
-    for name in OP_NAMES:
+    for name in vocabulary:
         op = OPS[name]
         arity = len(op.arg_types)
 
@@ -192,7 +201,9 @@ def _branches(ctx: Context):
     return out
 
 
-def run_program(program: Program, key: jax.Array, ctx: Context) -> jax.Array:
+def run_program(
+    program: Program, key: jax.Array, ctx: Context, *, vocabulary: tuple[str, ...] = OP_NAMES
+) -> jax.Array:
     """Interprets a program on one context (jittable; the program may be traced).
 
     Every node is one ``lax.switch`` over all operators, so a single compiled program evaluates
@@ -203,13 +214,14 @@ def run_program(program: Program, key: jax.Array, ctx: Context) -> jax.Array:
         the switch into a select over every operator).
       key: PRNG key of this evaluation.
       ctx: the operands' values, each [P].
+      vocabulary: the words the opcodes index (static), as given to :func:`encode_rule`.
 
     Returns:
       the output of node N-1, [P].
     """
     program = Program(*(jnp.asarray(a, jnp.int32) for a in program))
     n = program.ops.shape[0]
-    branches = _branches(ctx)
+    branches = _branches(ctx, tuple(vocabulary))
     buf = jnp.zeros((n,) + ctx.g.shape, ctx.g.dtype)
 
     def body(i, buf):
@@ -289,6 +301,7 @@ def program_to_optax(
     *,
     total_steps: int,
     key: jax.Array,
+    vocabulary: tuple[str, ...] = OP_NAMES,
 ) -> optax.GradientTransformation:
     """The optax optimizer of an encoded rule, interpreted (:func:`run_program`).
 
@@ -301,8 +314,15 @@ def program_to_optax(
       learning_rate: scalar (may be traced).
       total_steps: T.
       key: PRNG key for noise and dropout.
+      vocabulary: the words the opcodes index (static), as given to :func:`encode_rule`.
 
     Returns:
       an ``optax.GradientTransformation`` whose state is a :class:`RuleState`.
     """
-    return _transform(lambda k, ctx: run_program(program, k, ctx), learning_rate, total_steps, key)
+    vocabulary = tuple(vocabulary)
+    return _transform(
+        lambda k, ctx: run_program(program, k, ctx, vocabulary=vocabulary),
+        learning_rate,
+        total_steps,
+        key,
+    )

@@ -30,6 +30,7 @@ import optax
 
 from robustml_jax.core import train as core_train
 from robustml_jax.models import ConvNet
+from robustml_jax.optsearch._language import OP_NAMES
 from robustml_jax.optsearch._optimizer import Program, program_to_optax
 
 __all__ = [
@@ -203,18 +204,20 @@ def make_program_evaluator(
     num_steps: int,
     batch_size: int,
     lift: str = "vmap",
+    vocabulary: tuple[str, ...] = OP_NAMES,
 ) -> Callable[[Program, jax.Array, dict, jax.Array], jax.Array]:
     """A jitted ``evaluate(program, key, data, learning_rates) -> losses [L, R, S]``.
 
     The rule is an argument (an interpreted :class:`Program`), so the function compiles once
     per data / grid shape and serves every rule of at most ``MAX_NODES`` nodes. Evaluators are
-    cached by their arguments, so asking twice returns the same compiled function.
+    cached by their arguments, so asking twice returns the same compiled function. Programs
+    must be encoded with the same ``vocabulary`` (e.g. the search space's ``ops``).
     """
-    return _program_evaluator(task, num_seeds, num_steps, batch_size, lift)
+    return _program_evaluator(task, num_seeds, num_steps, batch_size, lift, tuple(vocabulary))
 
 
 @functools.lru_cache(maxsize=32)
-def _program_evaluator(task, num_seeds, num_steps, batch_size, lift):
+def _program_evaluator(task, num_seeds, num_steps, batch_size, lift, vocabulary):
 
     def evaluate(program: Program, key: jax.Array, data: dict, learning_rates: jax.Array):
         return train_losses(
@@ -222,7 +225,9 @@ def _program_evaluator(task, num_seeds, num_steps, batch_size, lift):
             data,
             learning_rates,
             task=task,
-            make_tx=lambda lr, k: program_to_optax(program, lr, total_steps=num_steps, key=k),
+            make_tx=lambda lr, k: program_to_optax(
+                program, lr, total_steps=num_steps, key=k, vocabulary=vocabulary
+            ),
             num_seeds=num_seeds,
             num_steps=num_steps,
             batch_size=batch_size,

@@ -179,16 +179,15 @@ def _run_eager(tx, grads, params=None):
     return outs
 
 
-def test_interpreter_equals_baked_rule():
+def _check_interpreter(rules, vocabulary, max_nodes=10):
     grads = _grads(3)
     key = jax.random.key(5)
-    space = optsearch.get_space("conv")
-    rules = ["mul(sign_g, add(one, sign_m1))", "add(g, drop3(noise))", "restart_decay"]
-    rules += [str(optsearch.sample_rule(jax.random.key(s), space=space)) for s in range(4)]
 
     @jax.jit
     def interpreted(program):
-        tx = optsearch.program_to_optax(program, 0.01, total_steps=10, key=key)
+        tx = optsearch.program_to_optax(
+            program, 0.01, total_steps=10, key=key, vocabulary=vocabulary
+        )
         params = {"a": jnp.ones(3), "b": jnp.ones((2, 2))}
         state, outs = tx.init(params), []
         for g in grads:
@@ -201,21 +200,39 @@ def test_interpreter_equals_baked_rule():
         baked = rule_to_optax(text, 0.01, total_steps=10, key=key)
         with np.errstate(all="ignore"):
             want = np.stack(_run_eager(baked, grads))
-            got = np.asarray(interpreted(optsearch.encode_rule(text)))
+            prog = optsearch.encode_rule(text, max_nodes=max_nodes, vocabulary=vocabulary)
+            got = np.asarray(interpreted(prog))
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=text)
 
 
+def test_interpreter_equals_baked_rule():
+    rules = ["mul(sign_g, add(one, sign_m1))", "add(g, drop3(noise))", "sub(m1, restart_decay)"]
+    vocab = ("g", "m1", "sign_g", "sign_m1", "one", "noise", "restart_decay")
+    _check_interpreter(rules, vocab + ("add", "sub", "mul", "drop3"), max_nodes=6)
+
+
+@pytest.mark.slow
+def test_interpreter_equals_baked_rule_on_sampled_rules():
+    space = optsearch.get_space("conv")
+    rules = [str(optsearch.sample_rule(jax.random.key(s), space=space)) for s in range(8)]
+    _check_interpreter(rules, space.ops)
+
+
 def test_interpreter_compiles_once_for_many_rules():
+    vocab = ("g", "two", "neg", "mul")
+
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(program, g):
-        tx = optsearch.program_to_optax(program, 0.1, total_steps=5, key=jax.random.key(0))
+        tx = optsearch.program_to_optax(
+            program, 0.1, total_steps=5, key=jax.random.key(0), vocabulary=vocab
+        )
         params = {"w": jnp.ones(3)}
         return tx.update({"w": g}, tx.init(params), params)[0]["w"]
 
     g = jnp.array([1.0, -2.0, 0.5])
     for text in ["g", "neg(neg(g))", "mul(two, g)"]:
-        out = step(optsearch.encode_rule(text), g)
+        out = step(optsearch.encode_rule(text, max_nodes=3, vocabulary=vocab), g)
         np.testing.assert_allclose(out, -0.1 * (2 * g if "two" in text else g), rtol=1e-6)
 
 

@@ -163,3 +163,25 @@ def test_train_losses_shapes_and_pairing():
             num_steps=2,
             batch_size=4,
         )
+
+
+@pytest.mark.parametrize(
+    "name, shape, kw",
+    [("conv", (8, 8, 3), {"conv_width": 4}), ("text", (16,), {}), ("mnistnet_2layer", (5,), {})],
+)
+def test_other_tasks_init_and_loss(name, shape, kw):
+    task = optsearch.get_task(name, input_shape=shape, num_classes=3, **kw)
+    params = task.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4,) + shape)
+    loss = task.loss(params, x, jnp.array([0, 1, 2, 0]))
+    assert np.isfinite(float(loss)) and float(loss) > 0
+    with pytest.raises(ValueError, match="task 'text' needs input_shape"):
+        optsearch.get_task("text")
+
+
+def test_hashed_bag_of_words():
+    x = optsearch.hashed_bag_of_words(["a good film", "A GOOD film film", ""], dim=64)
+    assert x.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(x[:2], axis=1), 1.0, rtol=1e-6)
+    assert np.all(x[2] == 0)
+    assert np.count_nonzero(x[0]) == 3 and np.argmax(x[1]) == np.argmax(x[1] * (x[0] > 0))

@@ -31,21 +31,24 @@ from robustml_jax.optsearch import BASELINES, SPACES, TASKS
 
 VARIANTS = {
     "smoke": {
+        # search and evaluation protocols share their shapes so that the tests compile each
+        # trainer once (evaluators are cached by shape)
         "budget": 6,
         "num_mc_samples": 3,
         "max_depth": 6,
         "num_lrs": 3,
         "search_steps": 10,
         "search_batch": 32,
+        "search_train_seeds": 2,
         "num_search_runs": 2,
-        "eval_steps": 12,
+        "eval_steps": 10,
         "eval_seeds": 2,
         "eval_batch": 32,
         "top_n": 2,
         "transfer_tasks": ("mnistnet_relu",),
         "transfer_steps": 10,
         "transfer_seeds": 2,
-        "baselines": ("adam", "sgd_momentum"),
+        "baselines": ("adam",),
         "progress": False,
     },
     "small": {},

@@ -167,7 +167,11 @@ def test_train_losses_shapes_and_pairing():
 
 @pytest.mark.parametrize(
     "name, shape, kw",
-    [("conv", (8, 8, 3), {"conv_width": 4}), ("text", (16,), {}), ("mnistnet_2layer", (5,), {})],
+    [
+        pytest.param("conv", (8, 8, 3), {"conv_width": 4}, marks=pytest.mark.slow),
+        ("text", (16,), {}),
+        ("mnistnet_2layer", (5,), {}),
+    ],
 )
 def test_other_tasks_init_and_loss(name, shape, kw):
     task = optsearch.get_task(name, input_shape=shape, num_classes=3, **kw)

@@ -108,14 +108,23 @@ def _baseline_losses(name, key, data, lrs, *, task, num_seeds, num_steps, batch_
 
 def _plot_curves(curves: dict, budget: int, adam_search: float, path: pathlib.Path):
     fig, ax = plotting.subplots(figsize=(6, 4))
-    for (name, runs), color in zip(curves.items(), ("C0", "C1"), strict=False):
+    styles = {"mcts": ("C0", "-", 3), "random": ("C1", "--", 2)}
+    for name, runs in curves.items():
+        color, ls, z = styles.get(name, ("C2", "-", 1))
         arr = np.full((len(runs), budget), np.nan)
         for i, c in enumerate(runs):
             arr[i, : len(c)] = c
             if len(c):
                 arr[i, len(c) :] = c[-1]
         x = np.arange(1, budget + 1)
-        ax.plot(x, np.nanmean(arr, 0), color=color, label=f"{name} (mean of {len(runs)})")
+        ax.plot(
+            x,
+            np.nanmean(arr, 0),
+            color=color,
+            ls=ls,
+            zorder=z,
+            label=f"{name} (mean of {len(runs)})",
+        )
         ax.fill_between(x, np.nanmin(arr, 0), np.nanmax(arr, 0), color=color, alpha=0.2)
     ax.axhline(adam_search, color="k", ls="--", label="tuned Adam")
     if np.isfinite(adam_search):  # the first draws' losses would squash the interesting range

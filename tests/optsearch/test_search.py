@@ -175,9 +175,11 @@ def test_train_losses_shapes_and_pairing():
 )
 def test_other_tasks_init_and_loss(name, shape, kw):
     task = optsearch.get_task(name, input_shape=shape, num_classes=3, **kw)
-    params = task.init(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (4,) + shape)
-    loss = task.loss(params, x, jnp.array([0, 1, 2, 0]))
+    x = np.random.default_rng(0).normal(size=(4,) + shape).astype(np.float32)
+    # one compilation instead of many eager per-op ones
+    loss = jax.jit(lambda k, x, y: task.loss(task.init(k), x, y))(
+        jax.random.key(0), x, jnp.array([0, 1, 2, 0])
+    )
     assert np.isfinite(float(loss)) and float(loss) > 0
     with pytest.raises(ValueError, match="task 'text' needs input_shape"):
         optsearch.get_task("text")

@@ -12,7 +12,8 @@ Variants:
   60-step search runs, 3 search seeds per method, evaluation 300 steps x 5 seeds, transfer to
   the MNISTNet variants and SST-2 (hashed bag of words).
 - ``cpu_budget128``: the paper's budget and lr grid on CPU with shorter search runs (100 steps),
-  3 search seeds, evaluation 1000 steps x 10 seeds (about an hour on 2 idle cores).
+  3 search seeds, evaluation 1000 steps x 10 seeds (63 min measured on 2 cores shared with
+  other jobs at load 15-22; results in NOTES.md).
 - ``full``: the paper's protocol (GPU): budget 128, 32 MC samples, depth 10, lr grid of 10
   values 6e-4..1, search 100 steps batch 128, evaluation 1000 steps x 10 seeds, mean training
   loss; 5 search seeds; transfer to ReLU / 2-layer / width-40 MNISTNet, SST-2 and a CIFAR-10

@@ -12,14 +12,13 @@ rate of the grid and every seed (ENOS's search protocol: 10 lrs, 1 seed, 100 ste
 
 Compile times are reported separately from the steady-state rates.
 
-Measured on 2 CPU cores shared with other jobs (load 15-25; see
-``benchmarks/results/optsearch_throughput.json``): vmapped and looped grids run at about the
-same rate on CPU (0.5x-1x: one MNISTNet at batch 128 already keeps 2 cores busy, so batching 10
-models buys nothing), so the issue's >= 5x target is NOT met on CPU; it is an accelerator
-claim (a GPU runs one tiny MLP far below capacity), unmeasured here for lack of a device. What
-dominates on CPU is compilation: a baked rule recompiles the trainer for every candidate
-(about 30 s under this load) against ~1-2 s of training, so the interpreter (compiled once) is
-~15-60x faster per candidate than baking.
+Measured on 2 idle CPU cores (``benchmarks/results/optsearch_throughput.json``): vmapped 229
+evaluations / min vs 214 for the loop (1.1x: one MNISTNet at batch 128 already keeps the
+cores busy, so batching 10 models buys nothing on CPU), so the issue's >= 5x target is NOT met
+on CPU; it is an accelerator claim (a GPU runs one tiny MLP far below capacity), unmeasured
+here for lack of a device. Baking the rule (``rule_to_optax``) recompiles per candidate:
+30 evaluations / min including ~1.8 s of compilation each, so the interpreter (compiled once,
+3.6 s) is 7.7x faster per candidate than baking (15-60x on the loaded machine).
 
     python -m benchmarks.optsearch_throughput
     python -m benchmarks.optsearch_throughput --num_lrs=10 --seeds=1 --steps=100 --rules=6

@@ -1,7 +1,7 @@
 """ENOS (paper 10): MCTS over the super-tree of update rules, searched on MNISTNet.
 
-Launch (CPU, ``small``: estimated 3-5 minutes on 2 idle cores, mostly compilation; measured
-23 min fresh and 6 min resumed on 2 cores shared with ~8 other jobs, load 16-27)::
+Launch (CPU, ``small``: 122 s measured on 2 idle cores, fresh workdir; 23 min on 2 cores shared
+with ~8 other jobs at load 27)::
 
     python -m experiments.optsearch.main \
       --config=experiments/optsearch/configs/default.py:small --workdir=/tmp/optsearch

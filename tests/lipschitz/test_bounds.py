@@ -126,7 +126,7 @@ def _bab_run(layers, x0):
 
     cs = jnp.eye(SIZES[-1])
     return lipschitz.branch_and_bound(
-        lambda s: _bounds._domain_bound(layers, x0, 0.4, cs, s, "ours", "crown"),
+        lambda s: _bounds._domain_bound(layers, (x0 - 0.4, x0 + 0.4), cs, s, "ours", "crown"),
         num_neurons=sum(SIZES[1:-1]),
         steps=12,
         batch=4,

@@ -17,17 +17,7 @@ import pytest
 
 from robustml_jax import lipschitz
 from robustml_jax.lipschitz import _network
-
-
-def random_net(key, sizes):
-    keys = jax.random.split(key, 2 * len(sizes))
-    return [
-        (
-            jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a),
-            0.5 * jax.random.normal(keys[2 * i + 1], (b,)),
-        )
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False))
-    ]
+from tests.lipschitz.nets import random_net
 
 
 @functools.partial(jax.jit, static_argnames=("method", "bab_steps"))

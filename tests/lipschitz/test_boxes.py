@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 
 from robustml_jax import lipschitz
+from tests.lipschitz import nets
 
 SIZES = (3, 6, 5, 2)
 
 
 def random_net(key, sizes=SIZES):
-    keys = jax.random.split(key, 2 * len(sizes))
-    return [
-        (
-            jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a),
-            0.5 * jax.random.normal(keys[2 * i + 1], (b,)),
-        )
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False))
-    ]
+    return nets.random_net(key, sizes)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "bab_steps"))

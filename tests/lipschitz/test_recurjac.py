@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from robustml_jax import lipschitz
+from tests.lipschitz.nets import random_net
 
 
 def _relu_upper(lo, up):
@@ -114,17 +115,6 @@ def transliterate(ws, c, pre_lo, pre_up, *, recurjac=True):
     t = np.abs(v_lo) - s * v_lo
     chord = upper(0, (s @ ws[0])[None])[0] + t.sum()
     return min(lip, chord), v_lo, v_up
-
-
-def random_net(key, sizes):
-    keys = jax.random.split(key, 2 * len(sizes))
-    return [
-        (
-            jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a),
-            0.5 * jax.random.normal(keys[2 * i + 1], (b,)),
-        )
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False))
-    ]
 
 
 @functools.partial(jax.jit, static_argnames=("method",))

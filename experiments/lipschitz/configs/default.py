@@ -41,8 +41,8 @@ VARIANTS = {
     },
     "small": {},
     # The paper's MNIST CNN (mnist_cnn_4layer of the official code: 4x4 convolutions with stride
-    # 1, 8,972 hidden ReLUs) in place of the stride-2 one; about 5 s per point for ours on an
-    # idle CPU core (see NOTES.md).
+    # 1, 8,972 hidden ReLUs) in place of the stride-2 one; ours takes about 6 s of CPU per
+    # point on it (benchmarks/results/lipschitz_speed_official.json, NOTES.md).
     "official_cnn": {"mnist.cnn_features": (8, 8), "mnist.cnn_strides": (1, 1)},
     "full": {
         "train_steps": 3000,

@@ -68,6 +68,7 @@ def _dense_equivalent(net):
     return pairs
 
 
+@pytest.mark.slow
 def test_conv_net_against_exact_on_its_dense_equivalent():
     model = nn.Sequential(
         [

@@ -127,7 +127,7 @@ def _jax_bounds(net, x0, eps, c, *, method):
 
 ARCHS = [
     pytest.param((3, 6, 2), id="3-6-2", marks=pytest.mark.slow),
-    pytest.param((3, 5, 5, 2), id="3-5-5-2"),
+    pytest.param((3, 5, 5, 2), id="3-5-5-2", marks=pytest.mark.slow),
     pytest.param((4, 8, 6, 5, 3), id="4-8-6-5-3"),
     pytest.param((2, 12, 10, 4), id="2-12-10-4", marks=pytest.mark.slow),
 ]

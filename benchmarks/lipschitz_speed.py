@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
 import platform
 import tempfile
@@ -55,10 +56,12 @@ _OUT = flags.DEFINE_string("out", str(OUT), "Where to write the JSON.")
 
 
 def _time(fn, *args):
+    """(wall seconds, CPU seconds of every thread of this process, output) of one call after a
+    warm-up call; the CPU time tells a loaded machine's wall time apart from the work done."""
     jax.block_until_ready(fn(*args))  # compile
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = jax.block_until_ready(fn(*args))
-    return time.perf_counter() - t0, out
+    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def main(argv):
@@ -91,8 +94,13 @@ def main(argv):
 
     res = {}
     for method in _METHODS.value:
-        t, vals = _time(batched(method), net, xs)
-        res[method] = {"batch_s": t, "per_point_s": t / len(xs), "mean_bound": float(vals.mean())}
+        t, cpu, vals = _time(batched(method), net, xs)
+        res[method] = {
+            "batch_s": t,
+            "per_point_s": t / len(xs),
+            "cpu_per_point_s": cpu / len(xs),
+            "mean_bound": float(vals.mean()),
+        }
     out = {
         "model": description,
         "hidden_neurons": sum(layer.out_size for layer in net[:-1]),
@@ -103,6 +111,7 @@ def main(argv):
         "results": res,
         "devices": f"{jax.device_count()}x {jax.devices()[0].platform}",
         "machine": platform.processor() or platform.machine(),
+        "load_average_1min": os.getloadavg()[0],
     }
     if _LOOP.value and "ours" in res:
         single = jax.jit(functools.partial(lipschitz.local_lipschitz_bound, eps=eps))

@@ -99,8 +99,9 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         f"with BaB {gap_txt} "
         f"(without BaB {_fmt(res['mean_gap_ours_pct'], 3)}%), consistent with the paper's claim "
         "of near-exact values on tiny models; on the larger MNIST models our bound is orders of "
-        "magnitude below the naive weight-norm product and below the RecurJac-style interval "
-        "relaxation, as the paper claims. Absolute numbers are not comparable with the paper's "
+        "magnitude below the naive weight-norm product and below the RecurJac baseline (the "
+        "official code's rule: the incoming gradient's interval wherever its sign is unknown), "
+        "as the paper claims. Absolute numbers are not comparable with the paper's "
         "tables (different, smaller trained models; table values were not read)."
     )
     return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)

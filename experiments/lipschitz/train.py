@@ -124,11 +124,11 @@ def run_images(config, workdir: pathlib.Path, key, runtime: Runtime) -> dict:
     if config.mnist.enabled:
         m = config.mnist
         specs.append(("mnist_mlp", lipschitz.mlp(m.mlp_hidden, 10), m, True, (784,), "mnist_5k"))
-        model = lipschitz.cnn(m.cnn_features, m.cnn_hidden, 10)
+        model = lipschitz.cnn(m.cnn_features, m.cnn_hidden, 10, strides=tuple(m.cnn_strides))
         specs.append(("mnist_cnn", model, m, False, (28, 28, 1), "mnist_5k"))
     if config.cifar.enabled:
         m = config.cifar
-        model = lipschitz.cnn(m.cnn_features, m.cnn_hidden, 10)
+        model = lipschitz.cnn(m.cnn_features, m.cnn_hidden, 10, strides=tuple(m.cnn_strides))
         specs.append(("cifar_cnn", model, m, False, (32, 32, 3), "cifar10"))
     out = {}
     for i, (name, model, task, flat, shape, dataset) in enumerate(specs):

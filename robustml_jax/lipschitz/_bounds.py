@@ -16,7 +16,8 @@ Relaxation (paper Sec. 3.2). For an unstable neuron the product y = delta * a li
 [l, u] is its chord, so the relaxation below is the chord of phi (and |v| is relaxed by its
 chord for the final l1 norm). No slope is left free: alpha-CROWN's optimisable slopes only
 matter for lower bounds of convex functions, which this backward graph never needs (see
-NOTES.md). "recurjac" replaces y by the constant interval [min(l, 0), max(u, 0)] instead.
+NOTES.md). "recurjac" (the paper's RecurJac baseline, by the official code's rule) replaces y
+by the constant interval of a wherever a's sign is unknown, active neurons included.
 
 Every linear bound is propagated row by row with ``jax.vmap`` over the layer's linear map A
 (backward-graph bounds) or its transpose ``jax.linear_transpose`` (forward CROWN bounds).
@@ -41,6 +42,7 @@ from robustml_jax.lipschitz._network import (
     abs_linear_t,
     as_network,
     full_precision,
+    input_box,
     linear,
     linear_t,
     validate_input,
@@ -220,7 +222,7 @@ def _phase_certificate(a, b, act, x_lo, x_up, extra_a, extra_b, extra_on, *, ste
     )
 
 
-def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps: int = 30):
+def _domain_box_bounds(net, box, split, forward, passes: int = 1, dual_steps: int = 30):
     """Pre-activation bounds over {x in the ball : split constraints}.
 
     With splits and CROWN, each split neuron's linear bound gives a linear constraint on x
@@ -233,7 +235,7 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps
     Returns:
       (lowers, uppers, effective split [S] or None, empty: bool scalar).
     """
-    x_lo, x_up = x0 - eps, x0 + eps
+    x_lo, x_up = box
     lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, split, forward)
     empty = jnp.zeros((), bool)
     if split is None or forward != "crown":
@@ -280,22 +282,34 @@ def _domain_box_bounds(net, x0, eps, split, forward, passes: int = 1, dual_steps
 
 @full_precision
 def preactivation_bounds(
-    net: Sequence[Affine], x0, eps, *, split=None, forward: str = "crown"
+    net: Sequence[Affine],
+    x0,
+    eps,
+    *,
+    split=None,
+    forward: str = "crown",
+    x_min=None,
+    x_max=None,
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """Bounds on every hidden pre-activation z_k over {x : ||x - x0||_inf <= eps}.
 
     Args:
-      net: the layers (internal form).
+      net: ``(W, b)`` pairs or converted layers.
       x0: [N_0].
       eps: radius.
       split: optional [S] int array of branch constraints (+1: z >= 0, -1: z <= 0, 0: free);
         the bounds then hold on the part of the ball that satisfies them.
       forward: "interval" (IBP) or "crown" (CROWN, intersected with IBP).
+      x_min, x_max: optional data range (scalars or [N_0]): the ball is intersected with it.
 
     Returns:
       (lowers, uppers): lists of [N_k] for the hidden layers k = 0..L-2.
     """
-    lowers, uppers, _, _ = _domain_box_bounds(net, x0, eps, split, forward)
+    net = as_network(net)
+    x0 = jnp.asarray(x0)
+    validate_input(net, x0, eps)
+    box = input_box(x0, eps, x_min, x_max)
+    lowers, uppers, _, _ = _domain_box_bounds(net, box, split, forward)
     return lowers, uppers
 
 
@@ -311,21 +325,29 @@ def _phi_ends(lam, lo, up):
 
 
 def _relax_grad(lam, active, inactive, lo, up, mode):
-    """Upper-bounds ``lam . y`` with y = delta * a by a linear function of a.
+    """Upper-bounds ``lam . y`` with y = delta * a by a linear function of a on [lo, up].
+
+    "chord": the chord of phi at unstable neurons, ``lam`` at active ones (paper Sec. 3.2).
+    "recurjac": the rule of the official RecurJac baseline (auto_LiRPA's ``BoundReluGrad``
+    with ``recurjac=True``): wherever the sign of a is unknown (lo < 0 < up) and the neuron is
+    not inactive, y is replaced by the constant interval [lo, up] (active neurons included);
+    elsewhere as "chord" (exact there, since relu of a sign-definite a is linear).
 
     Returns (coefficients over a [R, N], constant [R]).
     """
     phi_l, phi_u = _phi_ends(lam, lo, up)
-    if mode == "chord":
-        width = up - lo
-        slope = jnp.where(width > _TINY, (phi_u - phi_l) / jnp.maximum(width, _TINY), 0.0)
-        coef_u, const_u = slope, phi_l - slope * lo
-    else:  # "constant": RecurJac-style interval of the incoming gradient
-        coef_u, const_u = jnp.zeros_like(lam), jnp.maximum(phi_l, phi_u)
+    width = up - lo
+    slope = jnp.where(width > _TINY, (phi_u - phi_l) / jnp.maximum(width, _TINY), 0.0)
     unstable = ~active & ~inactive
-    coef = jnp.where(active, lam, jnp.where(unstable, coef_u, 0.0))
-    const = jnp.where(unstable, const_u, 0.0).sum(-1)
-    return coef, const
+    coef = jnp.where(active, lam, jnp.where(unstable, slope, 0.0))
+    const = jnp.where(unstable, phi_l - slope * lo, 0.0)
+    if mode == "recurjac":
+        mixed = (lo < 0) & (up > 0) & ~inactive
+        coef = jnp.where(mixed, 0.0, coef)
+        const = jnp.where(mixed, jnp.maximum(lam, 0.0) * up + jnp.minimum(lam, 0.0) * lo, const)
+    elif mode != "chord":
+        raise ValueError(f"mode must be 'chord' or 'recurjac', got {mode!r}")
+    return coef, const.sum(-1)
 
 
 def _grad_upper(net, i, lam, c, status, a_lo, a_up, mode):
@@ -353,7 +375,7 @@ def _interval_t(layer, g_lo, g_up):
 
 
 def _backward_bounds(net, c, status, mode):
-    """Bounds on every a_k and on v; ``mode`` in {"chord", "constant", "interval"}."""
+    """Bounds on every a_k and on v; ``mode`` in {"chord", "recurjac", "interval"}."""
     last = len(net) - 1
     a_lo: list = [None] * last
     a_up: list = [None] * last
@@ -389,9 +411,9 @@ def _status(lowers, uppers, split, net):
     return status
 
 
-def _forward_part(net, x0, eps, split, forward):
+def _forward_part(net, box, split, forward):
     """Forward bounds and neuron status of one domain (shared by every output direction)."""
-    lowers, uppers, split, empty = _domain_box_bounds(net, x0, eps, split, forward)
+    lowers, uppers, split, empty = _domain_box_bounds(net, box, split, forward)
     status = _status(lowers, uppers, split, net)
     infeasible = empty
     for lo, up in zip(lowers, uppers, strict=True):
@@ -400,18 +422,19 @@ def _forward_part(net, x0, eps, split, forward):
 
 
 def _bound_for_c(net, c, lowers, uppers, status, infeasible, method) -> GradientBounds:
-    mode = {"ours": "chord", "recurjac": "constant", "interval": "interval"}[method]
+    mode = {"ours": "chord", "recurjac": "recurjac", "interval": "interval"}[method]
     a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode)
     lip = jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)).sum()
-    if method == "ours" and len(net) > 1:
-        # Chord of |v_i| on [v_lo, v_up] (the l1 dual norm node), then back-substitution.
+    if mode != "interval" and len(net) > 1:
+        # Chord of |v_i| on [v_lo, v_up] (the l1 dual norm node, one relaxation for every
+        # method as in the official code's gradient-norm node), then back-substitution.
         width = v_up - v_lo
         s = jnp.where(
             width > _TINY, (jnp.abs(v_up) - jnp.abs(v_lo)) / jnp.maximum(width, _TINY), 0.0
         )
         t = jnp.abs(v_lo) - s * v_lo
         row = linear(net[0], s)[None]
-        chord = _grad_upper(net, 0, row, c, status, a_lo, a_up, "chord")[0] + t.sum()
+        chord = _grad_upper(net, 0, row, c, status, a_lo, a_up, mode)[0] + t.sum()
         lip = jnp.minimum(lip, chord)
     # Branching score: how wide the gradient through an unstable neuron can be, times how
     # balanced its forward interval is (split-able neurons only).
@@ -454,9 +477,9 @@ def _directions(net, c, dtype):
     return c[None]
 
 
-def _domain_bound(net, x0, eps, cs, split, method, forward):
+def _domain_bound(net, box, cs, split, method, forward):
     """Max over directions cs [K', K] of the bound on one domain; score of the argmax direction."""
-    fwd = _forward_part(net, x0, eps, split, forward)
+    fwd = _forward_part(net, box, split, forward)
     res = jax.lax.map(lambda c: _bound_for_c(net, c, *fwd, method), cs)
     best = jnp.argmax(res.lipschitz)
     lip = jnp.where(res.infeasible[best], -jnp.inf, res.lipschitz.max())
@@ -465,7 +488,15 @@ def _domain_bound(net, x0, eps, cs, split, method, forward):
 
 @full_precision
 def gradient_bounds(
-    layers, x0, eps, *, c, method: str = "ours", forward: str = "crown"
+    layers,
+    x0,
+    eps,
+    *,
+    c,
+    method: str = "ours",
+    forward: str = "crown",
+    x_min=None,
+    x_max=None,
 ) -> GradientBounds:
     """Bounds on each partial derivative d(c.f)/dx_i over the l_inf ball (monotonicity).
 
@@ -479,6 +510,7 @@ def gradient_bounds(
       c: [K] output direction.
       method: "ours", "recurjac" or "interval".
       forward: pre-activation bounds, "crown" or "interval".
+      x_min, x_max: optional data range, as in :func:`local_lipschitz_bound`.
 
     Returns:
       :class:`GradientBounds` of the whole ball (``lower`` / ``upper`` [N_0] are the partial
@@ -490,7 +522,8 @@ def gradient_bounds(
     if method not in ("ours", "recurjac", "interval"):
         raise ValueError(f"gradient_bounds: method must be ours/recurjac/interval, got {method!r}")
     cs = _directions(net, c, x0.dtype)
-    return _bound_for_c(net, cs[0], *_forward_part(net, x0, eps, None, forward), method)
+    box = input_box(x0, eps, x_min, x_max)
+    return _bound_for_c(net, cs[0], *_forward_part(net, box, None, forward), method)
 
 
 @full_precision
@@ -505,6 +538,8 @@ def partial_derivative_bound(
     bab_steps: int = 0,
     bab_batch: int = 4,
     forward: str = "crown",
+    x_min=None,
+    x_max=None,
 ) -> jax.Array:
     """Lower bound of ``sign * d(c.f)/dx_feature`` over the ball, tightened by branch-and-bound.
 
@@ -520,6 +555,7 @@ def partial_derivative_bound(
       c: [K] output direction.
       sign: +1.0 or -1.0 (may be traced).
       bab_steps, bab_batch: as in :func:`local_lipschitz_bound`.
+      forward, x_min, x_max: as in :func:`local_lipschitz_bound`.
 
     Returns:
       Scalar lower bound of ``sign * d(c.f)/dx_feature``.
@@ -528,9 +564,10 @@ def partial_derivative_bound(
     x0 = jnp.asarray(x0)
     validate_input(net, x0, eps)
     cs = _directions(net, c, x0.dtype)
+    box = input_box(x0, eps, x_min, x_max)
 
     def bound_fn(split):
-        fwd = _forward_part(net, x0, eps, split, forward)
+        fwd = _forward_part(net, box, split, forward)
         res = _bound_for_c(net, cs[0], *fwd, "ours")
         worst = jnp.where(sign > 0, -res.lower[feature], res.upper[feature])
         return jnp.where(fwd[3], -jnp.inf, worst), res.score
@@ -555,6 +592,8 @@ def local_lipschitz_bound(
     bab_batch: int = 4,
     forward: str = "crown",
     activation: str = "relu",
+    x_min=None,
+    x_max=None,
 ) -> jax.Array:
     """Upper bound on max_{||x - x0||_inf <= eps} ||d(c . f)/dx||_1 over Clarke gradients.
 
@@ -567,13 +606,17 @@ def local_lipschitz_bound(
       x0: [N_0] centre of the ball.
       eps: radius >= 0.
       c: [K] output direction, or None for the max over the one-hot outputs.
-      method: "ours" (linear bounds on the backward graph), "recurjac" (interval relaxation
-        at unstable neurons), "interval" (pure interval arithmetic) or "naive" (product of
-        induced inf-norms; ignores x0 and eps).
+      method: "ours" (linear bounds on the backward graph), "recurjac" (the RecurJac
+        baseline: the incoming gradient's interval wherever its sign is unknown), "interval"
+        (pure interval arithmetic) or "naive" (product of induced inf-norms; ignores x0 and
+        eps).
       bab_steps: branch-and-bound iterations (0: none); each splits ``bab_batch`` domains.
       bab_batch: domains split per iteration.
       forward: pre-activation bounds, "crown" or "interval".
       activation: must be "relu" (the only activation the relaxation supports).
+      x_min, x_max: optional data range (scalars or [N_0]); the bound then holds over the
+        box ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]``, the ball intersected with the
+        data domain as in the official code.
 
     Returns:
       Scalar upper bound.
@@ -587,14 +630,15 @@ def local_lipschitz_bound(
         raise ValueError(f"bab_steps must be >= 0 and bab_batch >= 1, got {bab_steps}, {bab_batch}")
     dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.float32
     x0 = x0.astype(dtype)
+    box = input_box(x0, eps, x_min, x_max)
     if method == "naive":
         return naive_bound(net, None if c is None else jnp.asarray(c, dtype))
     cs = _directions(net, c, dtype)
     if bab_steps == 0 or len(net) == 1:
-        lip, _ = _domain_bound(net, x0, eps, cs, None, method, forward)
+        lip, _ = _domain_bound(net, box, cs, None, method, forward)
     else:
         lip = branch_and_bound(
-            lambda split: _domain_bound(net, x0, eps, cs, split, method, forward),
+            lambda split: _domain_bound(net, box, cs, split, method, forward),
             num_neurons=sum(layer.out_size for layer in net[:-1]),
             steps=bab_steps,
             batch=bab_batch,

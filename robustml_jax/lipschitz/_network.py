@@ -31,6 +31,7 @@ __all__ = [
     "forward",
     "from_dense",
     "from_flax",
+    "input_box",
     "validate_input",
 ]
 
@@ -300,3 +301,26 @@ def validate_input(net: Sequence[Affine], x0: jax.Array, eps) -> None:
         )
     if not isinstance(eps, jax.core.Tracer) and float(np.min(np.asarray(eps))) < 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def input_box(x0: jax.Array, eps, x_min=None, x_max=None) -> tuple[jax.Array, jax.Array]:
+    """The input region ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]`` as (lower, upper) [N_0].
+
+    ``x_min`` / ``x_max`` (scalars or [N_0]; None: unbounded) are the data range, e.g. 0 and 1
+    for images: the official code intersects the l_inf ball with it. Raises ValueError (when
+    the values are concrete) if the region is empty.
+    """
+    lo, up = x0 - eps, x0 + eps
+    if x_min is not None:
+        lo = jnp.maximum(lo, jnp.asarray(x_min, x0.dtype))
+    if x_max is not None:
+        up = jnp.minimum(up, jnp.asarray(x_max, x0.dtype))
+    if (x_min is not None or x_max is not None) and not any(
+        isinstance(a, jax.core.Tracer) for a in (lo, up)
+    ):
+        if bool(jnp.any(lo > up)):
+            raise ValueError(
+                "the input box [max(x0 - eps, x_min), min(x0 + eps, x_max)] is empty: x0 lies "
+                f"more than eps={eps} outside the data range [{x_min}, {x_max}]"
+            )
+    return lo, up

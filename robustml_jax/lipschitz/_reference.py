@@ -24,6 +24,7 @@ from robustml_jax.lipschitz._network import (
     as_network,
     forward,
     full_precision,
+    input_box,
     linear,
     validate_input,
 )
@@ -69,6 +70,8 @@ def sampled_lower_bound(
     ascent_starts: int = 16,
     ascent_steps: int = 20,
     smoothing: float = 10.0,
+    x_min=None,
+    x_max=None,
 ) -> jax.Array:
     """Lower bound: the max of the true gradient's l1 norm over points of the ball.
 
@@ -85,18 +88,25 @@ def sampled_lower_bound(
       num_samples: uniform and vertex samples (half each).
       ascent_starts, ascent_steps: signed-gradient ascent runs and their length.
       smoothing: softplus sharpness beta of the surrogate.
+      x_min, x_max: optional data range; every point is clipped into the box
+        ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]`` (unchanged without them).
     """
     net = as_network(layers)
     x0 = jnp.asarray(x0)
     validate_input(net, x0, eps)
+    if x_min is None and x_max is None:
+        clip = lambda x: x
+    else:
+        lo, up = input_box(x0, eps, x_min, x_max)
+        clip = lambda x: jnp.clip(x, lo, up)
     k_unif, k_vert, k_start = jax.random.split(key, 3)
     n0 = x0.shape[0]
     half = max(num_samples // 2, 1)
-    unif = x0 + eps * jax.random.uniform(k_unif, (half, n0), x0.dtype, -1.0, 1.0)
-    vert = x0 + eps * jax.random.rademacher(k_vert, (half, n0), x0.dtype)
+    unif = clip(x0 + eps * jax.random.uniform(k_unif, (half, n0), x0.dtype, -1.0, 1.0))
+    vert = clip(x0 + eps * jax.random.rademacher(k_vert, (half, n0), x0.dtype))
     norm = jax.vmap(lambda x: gradient_norm(net, x, c=c))
     best = jnp.maximum(norm(unif).max(), norm(vert).max())
-    best = jnp.maximum(best, gradient_norm(net, x0, c=c))
+    best = jnp.maximum(best, gradient_norm(net, clip(x0), c=c))
 
     def smooth_norm(x):
         def f(v):
@@ -117,17 +127,26 @@ def sampled_lower_bound(
         def body(_, carry):
             x, best = carry
             g = jax.grad(smooth_norm)(x)
-            x = jnp.clip(x + step * jnp.sign(g), x0 - eps, x0 + eps)
+            x = clip(jnp.clip(x + step * jnp.sign(g), x0 - eps, x0 + eps))
             return x, jnp.maximum(best, gradient_norm(net, x, c=c))
 
         return jax.lax.fori_loop(0, ascent_steps, body, (x, gradient_norm(net, x, c=c)))[1]
 
     starts = x0 + eps * jax.random.uniform(k_start, (ascent_starts, n0), x0.dtype, -1.0, 1.0)
+    starts = clip(starts)
     return jnp.maximum(best, jax.vmap(ascend)(starts).max())
 
 
 def exact_lipschitz(
-    layers, x0, eps, *, c=None, max_regions: int = 200_000, time_limit_s: float = 120.0
+    layers,
+    x0,
+    eps,
+    *,
+    c=None,
+    max_regions: int = 200_000,
+    time_limit_s: float = 120.0,
+    x_min=None,
+    x_max=None,
 ) -> ExactLipschitz:
     """Exact max over the ball of the l1 norm of the Clarke gradient, for small dense MLPs.
 
@@ -138,6 +157,8 @@ def exact_lipschitz(
       c: [K] or None (max over one-hot outputs).
       max_regions: give up (RuntimeError) after this many regions.
       time_limit_s: give up (RuntimeError) after this many seconds.
+      x_min, x_max: optional data range: the max is over the box
+        ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]``.
 
     Returns:
       :class:`ExactLipschitz`.
@@ -152,6 +173,12 @@ def exact_lipschitz(
     n0, k = x0.shape[0], ws[-1].shape[1]
     cmat = np.eye(k) if c is None else np.asarray(c, np.float64)[None]
     lo_x, hi_x = x0 - eps, x0 + eps
+    boxed = x_min is not None or x_max is not None
+    if boxed:
+        lo_x = lo_x if x_min is None else np.maximum(lo_x, np.asarray(x_min, np.float64))
+        hi_x = hi_x if x_max is None else np.minimum(hi_x, np.asarray(x_max, np.float64))
+        if np.any(lo_x > hi_x):
+            raise ValueError("the input box is empty: x0 lies more than eps outside the range")
     t0 = time.perf_counter()
     stats = {"regions": 0, "lps": 0}
     best = [0.0]
@@ -189,8 +216,12 @@ def exact_lipschitz(
             return
         za = m @ ws[layer]  # z = x @ za + zb on the region
         zb = mb @ ws[layer] + bs[layer]
-        center = x0 @ za + zb
-        radius = eps * np.abs(za).sum(0)
+        if boxed:
+            center = (lo_x + hi_x) / 2 @ za + zb
+            radius = (hi_x - lo_x) / 2 @ np.abs(za)
+        else:
+            center = x0 @ za + zb
+            radius = eps * np.abs(za).sum(0)
         lo, hi = center - radius, center + radius
         n = zb.shape[0]
 

@@ -18,19 +18,13 @@ import numpy as np
 import pytest
 
 from robustml_jax import lipschitz
+from tests.lipschitz import nets
 
 SIZES = (3, 5, 5, 2)  # one tiny architecture for every property test: one compile each
 
 
 def random_net(key, sizes=SIZES, scale=1.0):
-    keys = jax.random.split(key, 2 * len(sizes))
-    return [
-        (
-            scale * jax.random.normal(keys[2 * i], (a, b)) / np.sqrt(a),
-            0.5 * jax.random.normal(keys[2 * i + 1], (b,)),
-        )
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False))
-    ]
+    return nets.random_net(key, sizes, scale)
 
 
 @functools.partial(jax.jit, static_argnames=("method", "bab_steps"))
@@ -126,7 +120,7 @@ def _bab_run(layers, x0):
 
     cs = jnp.eye(SIZES[-1])
     return lipschitz.branch_and_bound(
-        lambda s: _bounds._domain_bound(layers, x0, 0.4, cs, s, "ours", "crown"),
+        lambda s: _bounds._domain_bound(layers, (x0 - 0.4, x0 + 0.4), cs, s, "ours", "crown"),
         num_neurons=sum(SIZES[1:-1]),
         steps=12,
         batch=4,

@@ -64,7 +64,7 @@ def test_unknown_config():
         ("synthetic.eps", 0.0, "synthetic.eps=0.0: must be positive"),
         ("monotone.eps", -0.1, "monotone.eps=-0.1: must be positive"),
         ("methods", ("ours", "lipsdp"), "methods=.*must be a non-empty subset"),
-        ("num_points", 0, "num_points=0: must be a positive number"),
+        ("num_points", 0, "num_points=0: must be positive"),
         ("synthetic.widths", (8, 0), "widths=.*positive sizes"),
         ("bab_steps", -1, "bab_steps=-1: must be a non-negative integer"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import pytest
 
 from robustml_jax import lipschitz
 
@@ -14,6 +15,7 @@ def _converted(model, shape):
     return params, lipschitz.from_flax(model, params, shape)
 
 
+@pytest.mark.slow
 def test_official_mnist_cnn_has_the_papers_hidden_sizes():
     """mnist_cnn_4layer of the official code: 8x25x25 + 8x22x22 + 100 = 8,972 hidden ReLUs."""
     _, net = _converted(lipschitz.cnn((8, 8), 100, 10, strides=(1, 1)), (28, 28, 1))

@@ -149,8 +149,12 @@ def _discover() -> None:
 
     import robustml_jax
 
+    # Look for the file rather than asking find_spec, which would import every subpackage
+    # (models, text, ...) just to learn that it has no _datasets module.
     for mod in pkgutil.iter_modules(robustml_jax.__path__):
-        if mod.ispkg and importlib.util.find_spec(f"robustml_jax.{mod.name}._datasets"):
+        if mod.ispkg and any(
+            (pathlib.Path(d) / mod.name / "_datasets.py").is_file() for d in robustml_jax.__path__
+        ):
             importlib.import_module(f"robustml_jax.{mod.name}._datasets")
 
 

@@ -22,7 +22,6 @@ import os
 import pathlib
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,6 +29,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import _sidevenv
 from robustml_jax.core import datasets
 from robustml_jax.core.results import write_results
 from robustml_jax.models import bert
@@ -66,21 +66,11 @@ np.save(out_path, emb.astype(np.float32))
 
 def ensure_st_venv(venv: pathlib.Path) -> tuple[pathlib.Path | None, str]:
     """Creates ``venv`` with sentence-transformers (and torch) from PyPI if it is not there."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import sentence_transformers, torch"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py, "existing venv"
-    base = "/usr/bin/python3" if pathlib.Path("/usr/bin/python3").exists() else sys.executable
-    for cmd in (
-        [base, "-m", "venv", str(venv)],
-        [str(py), "-m", "pip", "install", "-q", "sentence-transformers"],
-    ):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            return None, f"{' '.join(cmd[:5])} failed: {r.stderr.strip()[-300:]}"
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, "sentence-transformers installed but does not import"
-    return py, "created"
+    return _sidevenv.ensure_venv(
+        venv,
+        check="import sentence_transformers, torch",
+        plans=[[["sentence-transformers"]]],
+    )
 
 
 def _texts(n: int) -> list[str]:

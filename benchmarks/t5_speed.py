@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from benchmarks import _sidevenv
 from robustml_jax.core.results import write_results
 from robustml_jax.models import t5
 
@@ -122,23 +123,13 @@ print(json.dumps({
 
 def ensure_torch_venv(venv: pathlib.Path) -> tuple[pathlib.Path | None, str]:
     """Creates ``venv`` with torch + transformers; returns (python, note) or (None, why not)."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import torch, transformers"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py, "existing venv"
-    r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
-    if r.returncode != 0:
-        return None, f"python -m venv failed: {r.stderr.strip()[-300:]}"
     # A CPU build first (pinned where a local wheel exists), then whatever plain pip resolves.
-    errors = []
-    for pkgs in (["torch==2.13.0", "transformers"], ["torch", "transformers"]):
-        r = subprocess.run(
-            [str(py), "-m", "pip", "install", "-q", *pkgs], capture_output=True, text=True
-        )
-        if r.returncode == 0 and subprocess.run(check, capture_output=True).returncode == 0:
-            return py, f"created with pip install {' '.join(pkgs)}"
-        errors.append(f"pip install {' '.join(pkgs)}: {r.stderr.strip()[-300:]}")
-    return None, "; ".join(errors)
+    return _sidevenv.ensure_venv(
+        venv,
+        check="import torch, transformers",
+        plans=[[["torch==2.13.0", "transformers"]], [["torch", "transformers"]]],
+        base_python=sys.executable,
+    )
 
 
 def to_hf_state_dict(params: dict, cfg: t5.T5Config) -> dict[str, np.ndarray]:

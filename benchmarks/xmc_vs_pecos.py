@@ -23,7 +23,6 @@ import json
 import os
 import pathlib
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -32,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 from absl import app, flags
 
+from benchmarks import _sidevenv
 from robustml_jax import xmc
 from robustml_jax.core.results import write_results
 
@@ -89,31 +89,11 @@ print(json.dumps({"train_s": train_s, "predict_s": predict_s}))
 
 def ensure_pecos_venv(venv: pathlib.Path) -> tuple[pathlib.Path | None, str]:
     """Creates ``venv`` with libpecos (no torch: ``--no-deps`` plus numpy<2, scipy<1.14)."""
-    py = venv / "bin" / "python"
-    check = [str(py), "-c", "import pecos.xmc.xlinear"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return py, "existing venv"
-    with tempfile.TemporaryDirectory() as tmp:
-        r = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "libpecos", "-d", tmp],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode != 0:
-            return None, f"no libpecos wheel for this Python: {r.stderr.strip()[-300:]}"
-    base = "/usr/bin/python3" if pathlib.Path("/usr/bin/python3").exists() else sys.executable
-    steps = [
-        [base, "-m", "venv", str(venv)],
-        [str(py), "-m", "pip", "install", "-q", "--no-deps", "libpecos"],
-        [str(py), "-m", "pip", "install", "-q", "numpy<2", "scipy<1.14", "scikit-learn"],
-    ]
-    for cmd in steps:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            return None, f"{' '.join(cmd[:4])} failed: {r.stderr.strip()[-300:]}"
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, "libpecos installed but does not import"
-    return py, "created"
+    return _sidevenv.ensure_venv(
+        venv,
+        check="import pecos.xmc.xlinear",
+        plans=[[["--no-deps", "libpecos"], ["numpy<2", "scipy<1.14", "scikit-learn"]]],
+    )
 
 
 def run_pecos(py, Xtr, Ytr, Xte, *, leaf, splits, beam, topk) -> dict:

@@ -88,8 +88,9 @@ def insert_trigger(
       texts: N strings.
       trigger: one word or several space-separated words (all are inserted).
       rng: numpy Generator (the positions are its draws, in text order then word order).
-      max_position: insert within the first ``max_position`` words (so that truncation to a
-        short sequence length keeps the trigger); None: anywhere.
+      max_position: each word goes to an index <= ``max_position`` (later words of a
+        combination can push earlier ones back by one each), so that truncation to a short
+        sequence length keeps the trigger; None: anywhere.
 
     Returns:
       N triggered strings.

@@ -80,6 +80,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             )
         )
     good = [f"{t}/{v}" for t, v, ok, _ in hits if ok]
+    sig = [f"{t}/{v}" for t, v, _, d in hits if d["pvalue"]["max"] < c.alpha]
     summary = (
         "The paper gives only an abstract (WESR > 90% after fine-tuning, no accuracy loss); "
         "this is a reconstruction. "
@@ -90,6 +91,8 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         )
         + ". Target (WESR >= 90% and p < 1e-3 on every seed) met for: "
         + (", ".join(good) if good else "none")
+        + f"; p < {c.alpha:g} on every seed (valid prediction t-test vs clean models) for: "
+        + (", ".join(sig) if sig else "none")
         + "."
     )
     return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)

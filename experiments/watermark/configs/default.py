@@ -10,7 +10,7 @@ Variants:
   tokenizer and tiny data subsets (seconds plus compilation).
 - ``small``: the suite's CPU report: real MiniLM-L6, T = 24 tokens, proxy tasks SST-2 + BBC
   news (2,000 + 1,781 texts), 80 watermarking steps; downstream MR (480 train, 2 epochs),
-  3 clean reference seeds, 2 watermarked seeds (rare words), 1 (common-word combinations),
+  6 clean reference seeds, 2 watermarked seeds (rare words), 1 (common-word combinations),
   every removal attempt once.
 - ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE; adds the Embedding
   Poisoning variant and more seeds (about an hour on 2 idle cores).
@@ -54,7 +54,7 @@ VARIANTS = {
     "cpu_table": {
         "wm_variants": WM_VARIANTS,
         "tasks": ("mr", "blitzer_electronics", "rte"),
-        "clean_seeds": 4,
+        "clean_seeds": 6,
         "wm_seeds": 2,
     },
     "full": {
@@ -102,7 +102,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.ft_steps = 60  # 2 epochs of 480 at batch 16
     c.ft_batch = 16
     c.ft_lr = 5e-5
-    c.clean_seeds = 3
+    c.clean_seeds = 6  # the valid test is a t tail with clean_seeds - 1 d.o.f.
     c.wm_seeds = 2  # seeds of the main variant (the first of wm_variants)
     c.other_wm_seeds = 1
     c.attacks = ATTACKS

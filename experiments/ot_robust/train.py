@@ -212,17 +212,18 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime | None = 
     ramp = max(1, int(config.eps_warmup * num_steps))
     evals = _json_items(workdir / "evals")
     per_run: dict[str, dict[str, dict]] = {}
-    for seed in range(config.num_seeds):
-        key = jax.random.fold_in(jax.random.key(config.seed), seed)
-        k_init, k_batch, k_train, k_eval = jax.random.split(key, 4)
-        batches = core_train.epoch_batches(train_data, config.batch_size, k_batch)
+    # methods outer, seeds inner: a run cut short still has every seed of the first methods
+    for method in config.methods:
+        for seed in range(config.num_seeds):
+            key = jax.random.fold_in(jax.random.key(config.seed), seed)
+            k_init, k_batch, k_train, k_eval = jax.random.split(key, 4)
+            batches = core_train.epoch_batches(train_data, config.batch_size, k_batch)
 
-        def batch_fn(step, batches=batches):
-            b = batches(step)
-            e = config.eps * min(1.0, (step + 1) / ramp)
-            return {**b, "eps": np.full((config.batch_size,), e, np.float32)}
+            def batch_fn(step, batches=batches):
+                b = batches(step)
+                e = config.eps * min(1.0, (step + 1) / ramp)
+                return {**b, "eps": np.full((config.batch_size,), e, np.float32)}
 
-        for method in config.methods:
             name = f"{method}_s{seed}"
 
             def run(method=method, name=name, k_init=k_init, k_train=k_train, k_eval=k_eval,

@@ -318,7 +318,7 @@ def _plots(workdir, table, config, inv, data) -> list[str]:
                   yerr=[t[k]["std"] for k in names], label=m)  # fmt: skip
     ax[1].set_xticks(np.arange(len(names)) + 0.4 - width / 2)
     ax[1].set_xticklabels(names, rotation=20, fontsize=7)
-    ax[1].set_ylabel("agreement with the new label")
+    ax[1].set_ylabel("agreement with the human / oracle label")
     ax[1].set_title("invariance robustness")
     ax[1].legend(fontsize=6)
     plotting.save(fig, workdir / "robustness.png")

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from robustml_jax.core.attacks import check_attack_inputs
+
 __all__ = [
     "InvarianceResult",
     "affine_grid",
@@ -176,8 +178,6 @@ def invariance_attack(
     Returns:
       An :class:`InvarianceResult`.
     """
-    from robustml_jax.core.attacks import check_attack_inputs
-
     check_attack_inputs(x, y, eps=eps)
     if select not in ("oracle_margin", "residual"):
         raise ValueError(f"select must be 'oracle_margin' or 'residual', got {select!r}")

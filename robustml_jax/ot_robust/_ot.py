@@ -29,6 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from ott.geometry import geometry
+from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
 __all__ = ["class_balanced_weights", "label_aware_cost", "ot_regulariser"]
@@ -115,7 +116,5 @@ def ot_regulariser(
     b = jnp.full((z_clean.shape[0],), 1.0 / z_clean.shape[0])
     geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon)
     solver = sinkhorn.Sinkhorn(max_iterations=max_iterations, threshold=threshold)
-    from ott.problems.linear import linear_problem
-
     out = solver(linear_problem.LinearProblem(geom, a=a, b=b))
     return out.reg_ot_cost

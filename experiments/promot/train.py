@@ -111,18 +111,20 @@ def build_data(c, tok):
     )
     rte = _arrays(tok, *_rte_texts(train, tr_idx), budget, c.max_target_len)
     rte1 = _arrays(tok, *_rte_texts(train, tr_idx, demo), budget, c.max_target_len)
-    s_texts, s_labels = promot.load_sentiment("sst2", "train")
-    s_idx = np.random.default_rng(c.seed + 1).permutation(len(s_texts))[:n_tr]
-    sst = _arrays(
-        tok,
-        [promot.format_example("classify", {"text": s_texts[i]}) for i in s_idx],
-        [SST2_WORDS[int(s_labels[i])] for i in s_idx],
-        budget,
-        c.max_target_len,
-        task=1,
-    )
-    mixture = {k: np.concatenate([rte[k], sst[k]]) for k in rte}
-    data = {"rte": rte, "rte_1shot": rte1, "mixture": mixture}
+    data = {"rte": rte, "rte_1shot": rte1}
+    if any(m.startswith("multitask") for m in c.methods):
+        # The multi-task variants' second task: SST-2 with the words terrible / great.
+        s_texts, s_labels = promot.load_sentiment("sst2", "train")
+        s_idx = np.random.default_rng(c.seed + 1).permutation(len(s_texts))[:n_tr]
+        sst = _arrays(
+            tok,
+            [promot.format_example("classify", {"text": s_texts[i]}) for i in s_idx],
+            [SST2_WORDS[int(s_labels[i])] for i in s_idx],
+            budget,
+            c.max_target_len,
+            task=1,
+        )
+        data["mixture"] = {k: np.concatenate([rte[k], sst[k]]) for k in rte}
     dev_texts = _rte_texts(dev, dev_idx)
     dev_1shot = _rte_texts(dev, dev_idx, demo)
     grad_batch = {k: rte[k][: int(c.grad_batch)] for k in ("inputs", "targets")}

@@ -42,6 +42,7 @@ from robustml_jax.promot._pipeline import (
     task_loss,
 )
 from robustml_jax.promot._pretrain import (
+    export_latest,
     pretrain,
     pretrained_checkpoint,
     small_t5_config,
@@ -99,6 +100,7 @@ __all__ = [
     "decode_texts",
     "encode_texts",
     "exact_match",
+    "export_latest",
     "format_example",
     "format_gradient_cosines",
     "get_template",

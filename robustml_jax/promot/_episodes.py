@@ -89,7 +89,7 @@ class EpisodeSampler:
         demos = list(demos)
         while True:
             text = _tasks.build_prompt(template, demos, query)
-            if len(self.tok.encode([text])[0]) <= self.max_input_len or not demos:
+            if len(self.tok.encode([text])[0]) + 1 <= self.max_input_len or not demos:  # + EOS
                 return text
             demos = demos[1:]
 

@@ -276,6 +276,8 @@ def run_method(
     emb = pretrained["token_embedder"]["embedding"]
     one_shot = method == "promot_1shot"
     multi = method.startswith("multitask")
+    if multi and "mixture" not in data:
+        raise ValueError(f"method {method!r} needs data['mixture'] (RTE plus a second task)")
     train_data = data["rte_1shot"] if one_shot else data["mixture"] if multi else data["rte"]
     suffix = "_1shot" if one_shot else ""
     history: list[dict] = []

@@ -20,7 +20,7 @@ from robustml_jax.core import train
 from robustml_jax.models import t5
 from robustml_jax.promot import _prompt
 
-__all__ = ["pretrain", "pretrained_checkpoint", "small_t5_config"]
+__all__ = ["export_latest", "pretrain", "pretrained_checkpoint", "small_t5_config"]
 
 
 def small_t5_config(
@@ -68,6 +68,42 @@ def pretrained_checkpoint(workdir: str | pathlib.Path) -> pathlib.Path | None:
     return found[-1] if found else None
 
 
+def _optimizer(learning_rate: float, warmup: int) -> optax.GradientTransformation:
+    return optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(rsqrt_schedule(learning_rate, warmup), weight_decay=0.01),
+    )
+
+
+def export_latest(
+    workdir: str | pathlib.Path,
+    *,
+    config: t5.T5Config,
+    learning_rate: float = 2e-3,
+    warmup: int = 100,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Exports the newest orbax checkpoint of an (unfinished) pre-training run as t5x.
+
+    For stopping a long pre-training early: the t5x checkpoint is named after the step
+    reached, and :func:`pretrain` with ``num_steps`` equal to that step returns it.
+    """
+    from robustml_jax.core import checkpoint as ckpt_lib
+
+    workdir = pathlib.Path(workdir)
+    ck = ckpt_lib.Checkpointer(workdir / "train" / "checkpoints")
+    step = ck.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no pre-training checkpoint under {workdir / 'train'}")
+    params = {"model": t5.init_params(jax.random.key(seed), config)}
+    state = ck.restore(train.create_train_state(params, _optimizer(learning_rate, warmup)))
+    ck.close()
+    out = workdir / "t5x" / f"checkpoint_{step}"
+    if not out.exists():
+        t5.save_t5x_checkpoint(out, jax.device_get(state.params["model"]), step=int(step))
+    return out
+
+
 def pretrain(
     workdir: str | pathlib.Path,
     sampler,
@@ -90,10 +126,7 @@ def pretrain(
     if out.exists():
         return out
     params = {"model": t5.init_params(jax.random.key(seed), config)}
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        optax.adamw(rsqrt_schedule(learning_rate, warmup), weight_decay=0.01),
-    )
+    tx = _optimizer(learning_rate, warmup)
     loss_fn = functools.partial(_prompt.seq2seq_loss, config=config)
     state, _ = train.fit(
         params,

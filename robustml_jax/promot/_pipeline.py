@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -211,9 +212,10 @@ def run_stage(
     workdir = pathlib.Path(workdir)
     tx = train.freeze(_adafactor(lr, parameter_scale=parameter_scale), trainable)
     keep = KeepBest(workdir / "best.msgpack", eval_fn, metric, params)
-    if not keep.history and keep.best_params is None:
-        first = keep(params)  # step 0: the starting point competes too
-        first["step"] = 0
+    step0 = workdir / "eval_step0.json"
+    if not step0.exists():
+        first = dict(keep(params))  # step 0: the starting point competes too
+        atomic_write_bytes(step0, json.dumps({**first, "step": 0}).encode())
     loss = functools.partial(
         task_loss,
         config=config,
@@ -239,9 +241,16 @@ def run_stage(
         progress=False,
         desc=desc,
     )
-    for i, h in enumerate(keep.history[1:] if "step" in keep.history[0] else keep.history):
-        h.setdefault("step", min((i + 1) * cfg.eval_every, steps))
-    return keep.best_params, keep.history
+    # The evaluation history from the files (complete after a resume): step 0, then the
+    # trainer's eval rows.
+    history = [json.loads(step0.read_text())]
+    with open(workdir / "metrics.jsonl") as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("split") == "eval":
+                history.append({k: v for k, v in row.items() if k != "split"})
+    best = keep.best_params if keep.best_params is not None else params
+    return best, history
 
 
 def run_method(

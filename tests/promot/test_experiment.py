@@ -28,6 +28,10 @@ def smoke_run(tmp_path_factory):
     return workdir, json.loads((workdir / "results.json").read_text()), rep
 
 
+# The experiment end to end costs ~100 s of CPU (compilations of the tiny model's stages,
+# decoders and gradient probes); the notebook test (tests/test_colab.py) runs the same
+# library path (finetune and ProMoT on the smoke config) in CI, so these two are slow.
+@pytest.mark.slow
 def test_smoke_end_to_end(smoke_run):
     workdir, res, rep = smoke_run
     c = get_config("smoke")
@@ -43,6 +47,7 @@ def test_smoke_end_to_end(smoke_run):
     assert rep.rows and "ProMoT" in rep.summary
 
 
+@pytest.mark.slow
 def test_resume_reuses_finished_runs(smoke_run, tmp_path):
     workdir, res, _ = smoke_run
     copy = tmp_path / "w"

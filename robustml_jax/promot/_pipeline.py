@@ -161,7 +161,8 @@ def _adafactor(lr: float, *, parameter_scale: bool) -> optax.GradientTransformat
 
 
 class KeepBest:
-    """Keeps the parameters of the best evaluation (by ``metric``, higher is better) on disk.
+    """Keeps the parameters of the best evaluation (by ``metric``, higher is better, ties to
+    the later one) on disk.
 
     Wraps an ``eval_fn(params) -> metrics`` for :func:`core.train.fit`; the best parameters are
     written to ``path`` (flax msgpack, atomically) so a resumed run still knows them.
@@ -180,7 +181,9 @@ class KeepBest:
         metrics = self.eval_fn(params)
         self.history.append(metrics)
         score = float(metrics[self.metric])
-        if score > self.best_score:
+        # Ties go to the later evaluation: with accuracy 0 everywhere (a stage that has not
+        # learnt the output format yet) the trained parameters, not the initial ones, win.
+        if score >= self.best_score:
             self.best_score = score
             self.best_params = jax.device_get(params)
             blob = {"score": score, "params": flax.serialization.to_state_dict(self.best_params)}

@@ -85,6 +85,9 @@ def test_keep_best_returns_best_evaluation_and_survives_resume(tmp_path):
     best, hist, calls = _stage(tmp_path, params, promot.model_trainable, scores=[0, 5, 1, 2])
     assert [h["rte_accuracy"] for h in hist] == [0, 5, 1, 2]
     assert _equal(best, calls[1])  # the parameters of the step-1 evaluation
+    # Ties go to the later evaluation (all-zero accuracy keeps the trained parameters).
+    tied, _, tcalls = _stage(tmp_path / "tie", params, promot.model_trainable, scores=[0, 0, 0, 0])
+    assert _equal(tied, tcalls[3]) and not _equal(tied, tcalls[0])
     # Re-running the finished stage reads the saved best instead of the initial params.
     again, _, _ = _stage(tmp_path, params, promot.model_trainable, scores=[0, 0, 0, 0])
     assert _equal(again, calls[1])

@@ -8,7 +8,9 @@ Launch (CPU, ``small``; needs the cached pre-trained model, else pre-trains a sh
 Variants:
 - ``smoke``: the tests' end-to-end run on the shipped tiny t5x checkpoint (T5.1.1 2+2 layers,
   emb 4, trained 3 steps: a format fixture, not a language model) with T5's vocabulary.
-- ``small``: the CPU reproduction: a small T5 (emb 128, 2+2 layers, vocab 4096) pre-trained
+- ``small`` (measured: 34 min wall / 332 s CPU on 2 cores shared with ~7 jobs at load 9-27,
+  i.e. a few minutes on an idle machine; the pre-training is cached separately): the CPU
+  reproduction: a small T5 (emb 128, 2+2 layers, vocab 4096) pre-trained
   from scratch here (span corruption + few-shot episodes with random label words; cached
   under ``pretrain_dir``, see ``python -m experiments.promot.pretrain``), fine-tuned on GLUE
   RTE with every method over seeds; in-context accuracy on held-out tasks (MR, Blitzer

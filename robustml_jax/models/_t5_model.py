@@ -544,13 +544,24 @@ class _Encoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
         self.output_dropout = nn.Dropout(cfg.dropout_rate)  # t5x: not broadcast here
 
-    def __call__(self, tokens: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, *, deterministic: bool, prefix_embeddings: jax.Array | None = None
+    ) -> jax.Array:
         valid = tokens > 0
+        x = self.embedder(tokens)
+        if prefix_embeddings is not None:
+            # Prompt tuning (Lester et al. 2021): P vectors before the embedded input, always
+            # attended to (the mask gets P ones in front).
+            prefix = jnp.broadcast_to(
+                prefix_embeddings.astype(x.dtype), (x.shape[0], *prefix_embeddings.shape[-2:])
+            )
+            x = jnp.concatenate([prefix, x], axis=1)
+            valid = jnp.concatenate([jnp.ones(prefix.shape[:2], bool), valid], axis=1)
         mask = valid[:, None, :, None] & valid[:, None, None, :]
-        length = tokens.shape[1]
+        length = x.shape[1]
         # One relative-position table per stack, shared by its layers (self-attention only).
         bias = _mask_to_bias(mask, self.config.dtype) + self.relpos_bias(length, length, True)
-        x = self.dropout(self.embedder(tokens), deterministic=deterministic)
+        x = self.dropout(x, deterministic=deterministic)
         for layer in self.layers:
             x = layer(x, bias, deterministic=deterministic)
         return self.output_dropout(self.encoder_norm(x), deterministic=deterministic)
@@ -649,6 +660,7 @@ class T5(nn.Module):
         decoder_target_tokens: jax.Array | None = None,
         *,
         enable_dropout: bool = False,
+        prefix_embeddings: jax.Array | None = None,
     ) -> jax.Array:
         """Teacher-forced logits of the whole model.
 
@@ -660,6 +672,9 @@ class T5(nn.Module):
             t5x decode mode. Given: its padding (0) positions are also masked as queries and
             keys of self-attention and as queries of cross-attention (t5x training).
           enable_dropout: apply dropout (needs a ``'dropout'`` rng).
+          prefix_embeddings: optional soft prompt ``[P, E]`` or ``[B, P, E]`` placed before the
+            embedded encoder input (prompt tuning); the encoder self-attention and the
+            cross-attention masks get P ones in front. None: the plain model (unchanged).
 
         Returns:
           Logits ``[B, T_dec, V]`` (float32, or the wider of float32 and ``config.dtype``).
@@ -681,19 +696,40 @@ class T5(nn.Module):
                 f"encoder_input_tokens has batch {encoder_input_tokens.shape[0]} but "
                 f"decoder_input_tokens {decoder_input_tokens.shape[0]}"
             )
-        encoded = self.encoder(encoder_input_tokens, deterministic=not enable_dropout)
+        _check_prefix(prefix_embeddings, self.config, encoder_input_tokens.shape[0])
+        encoded = self.encoder(
+            encoder_input_tokens,
+            deterministic=not enable_dropout,
+            prefix_embeddings=prefix_embeddings,
+        )
         return self._decode_full(
             encoded,
-            encoder_input_tokens,
+            prefixed_mask_tokens(encoder_input_tokens, prefix_embeddings),
             decoder_input_tokens,
             decoder_target_tokens,
             deterministic=not enable_dropout,
         )
 
-    def encode(self, encoder_input_tokens: jax.Array, *, enable_dropout: bool = False):
-        """Encoder output ``[B, T_enc, E]`` (after ``encoder_norm``) of int ``[B, T_enc]``."""
+    def encode(
+        self,
+        encoder_input_tokens: jax.Array,
+        *,
+        enable_dropout: bool = False,
+        prefix_embeddings: jax.Array | None = None,
+    ):
+        """Encoder output ``[B, T_enc, E]`` (after ``encoder_norm``) of int ``[B, T_enc]``.
+
+        With ``prefix_embeddings`` ``[P, E]`` / ``[B, P, E]`` (a soft prompt) the output is
+        ``[B, P + T_enc, E]``; decode against it with the encoder tokens extended by
+        :func:`prefixed_mask_tokens`.
+        """
         self._check(encoder_input_tokens=encoder_input_tokens)
-        return self.encoder(encoder_input_tokens, deterministic=not enable_dropout)
+        _check_prefix(prefix_embeddings, self.config, encoder_input_tokens.shape[0])
+        return self.encoder(
+            encoder_input_tokens,
+            deterministic=not enable_dropout,
+            prefix_embeddings=prefix_embeddings,
+        )
 
     def _decode_full(
         self, encoded, encoder_tokens, decoder_tokens, target_tokens, *, deterministic
@@ -784,6 +820,34 @@ class T5(nn.Module):
         if int(max_decode_length) < 1:
             raise ValueError(f"max_decode_length must be >= 1, got {max_decode_length}")
         self.decoder.init_cache(encoded.astype(self.config.dtype), int(max_decode_length))
+
+
+# --- Soft-prompt helpers (prompt tuning). ---
+
+
+def prefixed_mask_tokens(tokens: jax.Array, prefix_embeddings: jax.Array | None) -> jax.Array:
+    """``tokens [B, T]`` with P ones in front when a ``[.., P, E]`` prefix is given.
+
+    The decoder reads the encoder tokens only for the cross-attention padding mask (id > 0),
+    so these stand-in ids make the prompt positions attendable.
+    """
+    if prefix_embeddings is None:
+        return tokens
+    ones = jnp.ones((tokens.shape[0], prefix_embeddings.shape[-2]), tokens.dtype)
+    return jnp.concatenate([ones, tokens], axis=1)
+
+
+def _check_prefix(prefix, config: T5Config, batch: int) -> None:
+    if prefix is None:
+        return
+    shape = tuple(getattr(prefix, "shape", ()))
+    if len(shape) not in (2, 3) or shape[-1] != config.emb_dim or shape[-2] < 1:
+        raise ValueError(
+            f"prefix_embeddings must be [P, {config.emb_dim}] or [B, P, {config.emb_dim}] "
+            f"(emb_dim {config.emb_dim}), got shape {shape}"
+        )
+    if len(shape) == 3 and shape[0] not in (1, batch):
+        raise ValueError(f"prefix_embeddings has batch {shape[0]} but the input has {batch}")
 
 
 # --- Input and parameter checks. ---

@@ -70,6 +70,7 @@ from robustml_jax.models._t5_model import (
     check_tokens,
     init_params,
     param_shapes,
+    prefixed_mask_tokens,
     relative_position_bucket,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "init_params",
     "load_t5x_checkpoint",
     "param_shapes",
+    "prefixed_mask_tokens",
     "read_zarr",
     "relative_position_bucket",
     "save_t5x_checkpoint",

@@ -528,15 +528,11 @@ def approx_adjacency(Y: sp.csr_matrix, m_inds: np.ndarray, m_vals: np.ndarray, n
     """
     N, L = Y.shape
     b = m_inds.shape[1]
-    M = sp.csr_matrix(
-        (
-            np.asarray(m_vals, np.float32).ravel(),
-            np.asarray(m_inds).ravel(),
-            np.arange(0, N * b + 1, b),
-        ),
+    rows = np.repeat(np.arange(N), b)
+    M = sp.csr_matrix(  # via COO: duplicates summed, indices canonical
+        (np.asarray(m_vals, np.float32).ravel(), (rows, np.asarray(m_inds).ravel())),
         shape=(N, num_clusters),
     )
-    M.sum_duplicates()
     CT = sp.csr_matrix((Y.T @ M).T)  # [C, L]
     CT.eliminate_zeros()
     inds = np.full((num_clusters, kappa), L, np.int32)
@@ -934,7 +930,7 @@ def save_elias(model: EliasModel, path: str | os.PathLike) -> pathlib.Path:
 
 def elias_items(directory: str | os.PathLike) -> WorkItems:
     """A :class:`WorkItems` folder of ELIAS models (fit once, saved atomically, reloaded)."""
-    return WorkItems(directory, save=_write, load=load_elias)
+    return WorkItems(directory, save=lambda folder, m: _write(m, folder), load=load_elias)
 
 
 def _jsonable(o):

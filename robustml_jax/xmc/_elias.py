@@ -164,6 +164,7 @@ def elias_config(num_labels: int, **overrides) -> dict:
             f"shortlist size K={overrides['K']} is larger than the {reach} labels the search "
             f"reaches (beam {c['beam']} x cluster size {math.ceil(L / C)})"
         )
+    c["K_max"] = int(c["K"])  # ELIAS-2 reaches b * kappa labels: its K is capped by that
     c["K"] = min(int(c["K"]), reach)
     for name in ("epochs", "min_steps", "max_steps"):
         c[name] = tuple(int(v) for v in c[name])
@@ -565,22 +566,26 @@ def _decay_mask(params) -> Any:
     )
 
 
-def _optimizer(cfg, steps: int):
-    warm = max(1, int(cfg["warmup"] * steps))
+def _optimizer(lr_enc: float, lr_wl: float, lr: float, weight_decay: float):
+    """AdamW per parameter group (encoder, per-label weights + adjacency, the rest) at the
+    groups' peak rates; the warm-up / decay factor multiplies the updates (see
+    :func:`lr_factor`), so stages of any length share one compiled step."""
 
-    def adamw(lr):
-        sched = optax.join_schedules(
-            [
-                optax.linear_schedule(0.0, lr, warm),
-                optax.linear_schedule(lr, 0.0, max(1, steps - warm)),
-            ],
-            [warm],
-        )
-        return optax.adamw(sched, weight_decay=cfg["weight_decay"], mask=_decay_mask)
+    def adamw(rate):
+        return optax.adamw(rate, weight_decay=weight_decay, mask=_decay_mask)
 
     return optax.multi_transform(
-        {"enc": adamw(cfg["lr_enc"]), "wl": adamw(cfg["lr_wl"]), "rest": adamw(cfg["lr"])}, _groups
+        {"enc": adamw(lr_enc), "wl": adamw(lr_wl), "rest": adamw(lr)}, _groups
     )
+
+
+def lr_factor(t: int, steps: int, warmup: float) -> float:
+    """Linear warm-up over the first ``warmup`` fraction of ``steps``, then linear decay to 0
+    (the factor of step ``t``, 0-based)."""
+    warm = max(1, int(warmup * steps))
+    if t < warm:
+        return t / warm
+    return max(0.0, (steps - t) / max(1, steps - warm))
 
 
 class _Data(NamedTuple):
@@ -596,8 +601,9 @@ def _prepare(X, Y, text) -> _Data:
     return _Data(cols, vals, metrics.labels_to_padded(Y), text)
 
 
-def _train_step_fn(net: EliasNet, opt, cfg):
-    L, K, beam, lam = cfg["num_labels"], cfg["K_train"], cfg["beam"], cfg["loss_lambda"]
+@functools.lru_cache(maxsize=8)
+def _train_step_fn(net: EliasNet, L: int, K: int, beam: int, lam: float, opt_args: tuple):
+    opt = _optimizer(*opt_args)
 
     def loss_fn(params, a_inds, parent, cols, vals, text, pos, key):
         k_drop, k_clu = jax.random.split(key)
@@ -619,12 +625,13 @@ def _train_step_fn(net: EliasNet, opt, cfg):
         return elias_loss(final, targets.astype(jnp.float32), pp, found, loss_lambda=lam)
 
     @jax.jit
-    def step(params, opt_state, a_inds, parent, cols, vals, text, pos, key):
+    def step(params, opt_state, a_inds, parent, cols, vals, text, pos, key, factor):
         loss, g = jax.value_and_grad(loss_fn)(params, a_inds, parent, cols, vals, text, pos, key)
         upd, opt_state = opt.update(g, opt_state, params)
+        upd = jax.tree.map(lambda u: u * factor, upd)
         return optax.apply_updates(params, upd), opt_state, loss
 
-    return step
+    return opt, step
 
 
 def _parents(net, params, a_inds, L) -> np.ndarray:
@@ -676,9 +683,15 @@ def _train_stage(key, params, net, a_inds, cfg, tr: _Data, val, *, stage_idx, sw
         **cfg,
         "K_train": min(cfg["K"], (min(cfg["beam"] + 5, cfg["num_clusters"])) * a_inds.shape[1]),
     }
-    opt = _optimizer(cfg, steps)
+    opt, step = _train_step_fn(
+        net,
+        cfg["num_labels"],
+        cfg["K_train"],
+        cfg["beam"],
+        float(cfg["loss_lambda"]),
+        (cfg["lr_enc"], cfg["lr_wl"], cfg["lr"], cfg["weight_decay"]),
+    )
     opt_state = opt.init(params)
-    step = _train_step_fn(net, opt, cfg)
     shard = _data_sharding(bs)
     stage = 2 if net.learn_adjacency else 1
     L = cfg["num_labels"]
@@ -710,6 +723,7 @@ def _train_stage(key, params, net, a_inds, cfg, tr: _Data, val, *, stage_idx, sw
             batch[2],
             batch[3],
             jax.random.fold_in(key, t),
+            jnp.float32(lr_factor(t, steps, cfg["warmup"])),
         )
         if swa_from is not None and t >= swa_from and (t - swa_from) % cfg["swa_every"] == 0:
             swa_n += 1
@@ -890,7 +904,7 @@ def fit_elias(
     if cfg["stage2_keep_wl"]:
         keep_names |= {"WL", "bL"}
     params = {k: (stage1.params[k] if k in keep_names else v) for k, v in init2.items()}
-    cfg2 = {**cfg, "K": min(cfg["K"], cfg["beam"] * a2.shape[1])}
+    cfg2 = {**cfg, "K": min(cfg["K_max"], L, cfg["beam"] * a2.shape[1])}
     # (6) ELIAS-2 end to end, SWA.
     params, rec = _train_stage(
         k_s2, params, net2, a2, cfg2, tr, val, stage_idx=2, swa=True, desc="elias2"

@@ -745,7 +745,10 @@ def _train_stage(key, params, net, a_inds, cfg, tr: _Data, val, *, stage_idx, sw
                     best, best_score = cur, score
             curve.append((t + 1, float(loss), score))
             if cfg["progress"]:
-                print(f"{desc} step {t + 1}/{steps} loss {float(loss):.4f} val nDCG@5 {score:.4f}")
+                print(
+                    f"{desc} step {t + 1}/{steps} loss {float(loss):.4f} val nDCG@5 {score:.4f}",
+                    flush=True,
+                )
     rec = {
         "stage": desc,
         "steps": steps,

@@ -15,11 +15,14 @@ from robustml_jax import xmc
 from tests.xmc.conftest import REPO
 
 FAST = {
-    "dim": 32,
+    "dim": 64,
     "epochs": (1, 2, 2),
-    "min_steps": (10, 40, 40),
+    "min_steps": (10, 80, 80),
     "eval_every": 40,
     "batch_size": 128,
+    "lr": 2e-2,
+    "lr_wl": 2e-2,
+    "lr_enc": 2e-2,
     "kmeans_iters": 5,
 }
 

@@ -188,3 +188,19 @@ def test_bad_input_inconsistent_stage_checkpoints(tmp_path):
         xmc.fit_elias(X, Y, jax.random.key(0), stage1=m2)
     with pytest.raises(FileNotFoundError, match="not an ELIAS model folder"):
         xmc.load_elias(tmp_path)
+
+
+def test_minilm_option_encoder_and_missing_text_error():
+    net = xmc.EliasNet(num_features=20, num_labels=6, num_clusters=2, kappa=3, dim=8, minilm_dim=5)
+    cols = jnp.zeros((2, 4), jnp.int32)
+    vals = jnp.ones((2, 4))
+    text = jnp.ones((2, 5))
+    params = net.init({"params": jax.random.key(0)}, cols, vals, text)["params"]
+    h = net.apply({"params": params}, cols, vals, text, method=xmc.EliasNet.encode)
+    h2 = net.apply({"params": params}, cols, vals, 2 * text, method=xmc.EliasNet.encode)
+    assert h.shape == (2, 8) and float(jnp.abs(h - h2).max()) > 1e-4  # the text is used
+    cfg = {**xmc.elias_config(6, num_clusters=2), "num_features": 20, "minilm_dim": 5}
+    model = xmc.EliasModel(params, np.zeros((2, 3), np.int32), cfg, 1)
+    X = sp.csr_matrix(np.eye(2, 20, dtype=np.float32))
+    with pytest.raises(ValueError, match="trained with MiniLM text embeddings; pass text_emb="):
+        xmc.predict_elias(model, X, 2)

@@ -53,9 +53,17 @@ def prepare(spec: str, config) -> dict:
     }
 
 
-def elias_kwargs(config) -> dict:
-    """The :func:`xmc.fit_elias` options of a config (None = library default)."""
+def dataset_overrides(config, name: str) -> dict:
+    """The config's per-dataset overrides for ``name`` (``seeds`` and fit_elias keys)."""
+    o = config.get("dataset_overrides") or {}
+    return dict(o.get(name, {}))
+
+
+def elias_kwargs(config, name: str = "") -> dict:
+    """The :func:`xmc.fit_elias` options of a config for dataset ``name`` (None = library
+    default)."""
     kw = {k: v for k, v in config.elias.to_dict().items() if v is not None}
+    kw.update({k: v for k, v in dataset_overrides(config, name).items() if k != "seeds"})
     for k in ("epochs", "min_steps", "max_steps"):
         kw[k] = tuple(kw[k])
     kw["progress"] = bool(config.progress)
@@ -81,7 +89,7 @@ def _timed_predict(fn, X) -> tuple:
 def run_seed(d, inv_prop, *, seed: int, folder: pathlib.Path, config) -> dict:
     key = jax.random.key(seed)
     items = xmc.elias_items(folder / "elias")
-    kw = elias_kwargs(config)
+    kw = elias_kwargs(config, folder.name)
     fit_s = {}
 
     def fit1():
@@ -204,7 +212,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         d = prepare(spec, config)
         inv_prop = xmc.inverse_propensity(d["Y_train"])
         per_seed = []
-        for seed in config.seeds:
+        seeds = dataset_overrides(config, name).get("seeds", config.seeds)
+        for seed in seeds:
             per_seed.append(
                 run_seed(d, inv_prop, seed=int(seed), folder=workdir / name, config=config)
             )
@@ -213,7 +222,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             "num_train": int(d["X_train"].shape[0]),
             "num_test": int(d["X_test"].shape[0]),
             "num_labels": int(d["Y_train"].shape[1]),
-            "seeds": list(config.seeds),
+            "seeds": list(seeds),
+            "elias_config": {k: v for k, v in elias_kwargs(config, name).items()},
             "per_seed": per_seed,
             "summary": summ,
         }

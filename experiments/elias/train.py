@@ -203,7 +203,7 @@ def _plot(name: str, summ: dict, workdir: pathlib.Path) -> str:
 
 def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     del runtime  # one process; fit_elias shards batches over local devices itself
-    workdir = pathlib.Path(workdir)
+    workdir = pathlib.Path(workdir).absolute()  # orbax (the tree items) needs absolute paths
     results: dict = {"plots": []}
     for spec in config.datasets:
         name = spec.split(":")[-1].rstrip("/").split("/")[-1]

@@ -96,7 +96,8 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             word = "better on every seed" if better else "not better"
             verdicts.append(
                 f"{name}: ELIAS-2 P@1 {s['elias2']['P@1']['mean']:.1f} vs tree "
-                f"{s['tree']['P@1']['mean']:.1f} ({word})"
+                f"{s['tree']['P@1']['mean']:.1f} ({word}), R@100 "
+                f"{s['elias2']['R@100']['mean']:.1f} vs {s['tree']['R@100']['mean']:.1f}"
             )
         d = s["elias2_minus_elias1"]
         rows.append(

@@ -4,7 +4,8 @@ search, and ensemble uncertainty quantification (paper 6; the substrate for ELIA
 Modules: ``_data`` (loaders, checks, padded rows, synthetic data), ``_cluster`` (PIFA, balanced
 k-means), ``_rankers`` (level rankers, Newton-CG), ``_beam`` (beam search over any node scorer),
 ``_tree`` (the tree model), ``_io`` (atomic save/load), ``_uq`` (ensemble uncertainty),
-``_evaluate`` (detection and beam-approximation studies).
+``_evaluate`` (detection and beam-approximation studies), ``_elias`` (paper 7: ELIAS, the
+learned cluster-to-label index, :func:`fit_elias` / :func:`predict_elias`).
 """
 
 from robustml_jax.core.metrics import (
@@ -28,6 +29,24 @@ from robustml_jax.xmc._data import (
     load_xc_text,
     pad_rows,
     synthetic_xmc,
+)
+from robustml_jax.xmc._elias import (
+    EliasModel,
+    EliasNet,
+    Shortlist,
+    adjacency_from_clusters,
+    approx_adjacency,
+    default_num_clusters,
+    elias_config,
+    elias_items,
+    elias_loss,
+    fit_elias,
+    load_elias,
+    positive_paths,
+    predict_elias,
+    save_elias,
+    select_clusters,
+    shortlist,
 )
 from robustml_jax.xmc._evaluate import (
     DETECTION_METRICS,
@@ -72,6 +91,22 @@ from robustml_jax.xmc._uq import (
 )
 
 __all__ = [
+    "EliasModel",
+    "EliasNet",
+    "Shortlist",
+    "adjacency_from_clusters",
+    "approx_adjacency",
+    "default_num_clusters",
+    "elias_config",
+    "elias_items",
+    "elias_loss",
+    "fit_elias",
+    "load_elias",
+    "positive_paths",
+    "predict_elias",
+    "save_elias",
+    "select_clusters",
+    "shortlist",
     "DETECTION_METRICS",
     "BeamOutput",
     "EnsembleOutput",

@@ -72,7 +72,7 @@ class WorkItems:
         load: Callable[[pathlib.Path], Any] | None = None,
         like: Any = None,
     ):
-        self.directory = pathlib.Path(directory)
+        self.directory = pathlib.Path(directory).absolute()  # orbax needs absolute paths
         self._save = save or save_pytree
         self._load = load or (lambda p: load_pytree(p, like))
         self._cleaned = False

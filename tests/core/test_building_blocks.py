@@ -62,6 +62,17 @@ def test_workitems_compute_once_and_survive_a_killed_save(tmp_path):
         items.get("../x", compute)
 
 
+def test_workitems_accept_a_relative_folder(tmp_path, monkeypatch):
+    # orbax refuses relative checkpoint paths; a relative workdir (paper 6's tree items, found
+    # by paper 7) must still save and reload.
+    monkeypatch.chdir(tmp_path)
+    items = workitems.WorkItems("rel/items")
+    a = items.get("m0", lambda: {"w": np.arange(3.0)})
+    b = workitems.WorkItems("rel/items").get("m0", lambda: 1 / 0)
+    np.testing.assert_array_equal(np.asarray(a["w"]), np.asarray(b["w"]))
+    assert (tmp_path / "rel" / "items").is_dir()
+
+
 def test_config_variants_and_checks():
     def get(arg):
         c = configs.base(num_steps=10)

@@ -155,7 +155,8 @@ class Attacker:
 
     def _padded(self, seqs: list[list[int]]):
         b = len(seqs)
-        bp = -(-b // self.pad) * self.pad if b > self.pad else _next_pow2(b)
+        # two fixed batch sizes (8, multiples of ``pad``): few compilations per function
+        bp = 8 if b <= 8 else -(-b // self.pad) * self.pad
         t = max(1, max(len(s) for s in seqs))
         t = -(-t // 16) * 16
         arr = np.full((bp, t), -1, np.int32)

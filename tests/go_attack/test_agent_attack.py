@@ -94,7 +94,8 @@ def test_attack_pieces_and_reduction(params):
     st, ok, b = att.states([moves[:5] + [7, null], moves[:5] + [0, null]])
     assert ok.tolist() == [True, False]  # point 0 is occupied: invalid candidate
     board = np.asarray(att.game.board(st))[0]
-    assert board[7] == 1 and board[12] == 1 and int(np.asarray(att.game.color(st))[0]) == 1
+    # ply 5 is white's turn: [7, null] adds a white stone and white is to move again
+    assert board[7] == -1 and board[12] == 1 and int(np.asarray(att.game.color(st))[0]) == 1
     games = attack.selfplay_games(SPEC, params, jax.random.key(1), num_games=1, num_simulations=2)
     assert len(games[0]) > 6
     lo = dict(eta_adv=0.3, min_ply=len(games[0]) - 3)

@@ -80,15 +80,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.train_time_budget_s = 300.0
     c.learning_rate = 1e-3
     # strength
-    c.eval_games = 200
+    c.eval_games = 100
     c.eval_simulations = 16
-    c.gnugo_games = 10
+    c.gnugo_games = 4
     c.gnugo_level = 1
     # attack
-    c.num_attack_games = 6
-    c.selfplay_simulations = 32
-    c.examiner_sims = 64
-    c.target_sims = (0, 1, 5, 10, 25, 50)
+    c.num_attack_games = 3
+    c.selfplay_simulations = 16
+    c.examiner_sims = 32
+    c.target_sims = (0, 5, 25)
     c.attacks = ("policy", "value")
     c.placements = ("appended", "inserted")
     c.eta_adv = 0.5
@@ -97,7 +97,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.max_pairs = 64
     c.max_verify = 16
     c.min_ply = 4
-    c.reduction_games = 2
+    c.reduction_games = 1
     c.gallery_max = 8
     c.progress = True
     return configs.variant(c, arg, VARIANTS)

@@ -19,7 +19,15 @@ from robustml_jax.go_attack.records import gtp_to_point, point_to_gtp
 
 __all__ = ["MISSING", "GnuGo", "GtpError", "play_vs_gnugo"]
 
-MISSING = "gnugo not found on PATH: install it with `apt-get install gnugo` (Debian/Ubuntu)"
+MISSING = (
+    "gnugo not found on PATH or in /usr/games: install it with `apt-get install gnugo` "
+    "(Debian/Ubuntu)"
+)
+
+
+def _exe() -> str | None:
+    """The gnugo binary: PATH first, then Debian's /usr/games (often not on PATH)."""
+    return shutil.which("gnugo") or shutil.which("gnugo", path="/usr/games")
 
 
 class GtpError(RuntimeError):
@@ -30,7 +38,7 @@ class GnuGo:
     """``gnugo --mode gtp`` for one board size and komi; ``command`` returns the answer text."""
 
     def __init__(self, size: int, komi: float, *, level: int = 1, timeout: float = 30.0):
-        exe = shutil.which("gnugo")
+        exe = _exe()
         if exe is None:
             raise FileNotFoundError(MISSING)
         self.timeout = timeout
@@ -49,7 +57,7 @@ class GnuGo:
 
     @staticmethod
     def available() -> bool:
-        return shutil.which("gnugo") is not None
+        return _exe() is not None
 
     def command(self, cmd: str) -> str:
         if self.proc.poll() is not None:

@@ -112,3 +112,19 @@ def test_attack_pieces_and_reduction(params):
     for r in (red, brute):
         if r["example"] is not None:  # a reported example survived a fresh examiner search
             assert r["success_1"] and r["example"]["stones"] == 1
+
+
+def test_gnugo_gtp_driver():
+    from robustml_jax.go_attack import gtp
+
+    if not gtp.GnuGo.available():
+        pytest.skip(gtp.MISSING)
+    gg = gtp.GnuGo(7, 7.5, timeout=30)
+    try:
+        gg.play("b", 24)  # D4, the centre
+        mv = gg.genmove("w")
+        assert mv is None or mv == "resign" or (0 <= mv < 49 and mv != 24)
+        with pytest.raises(gtp.GtpError, match="rejected"):
+            gg.play("b", 24)  # occupied
+    finally:
+        gg.close()

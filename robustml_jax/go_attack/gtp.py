@@ -6,6 +6,7 @@ callers skip with :data:`MISSING` as the message when it is not.
 
 from __future__ import annotations
 
+import os
 import select
 import shutil
 import subprocess
@@ -47,9 +48,9 @@ class GnuGo:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
+            bufsize=0,
         )
+        self._buf = b""
         self.size = size
         self.command(f"boardsize {size}")
         self.command("clear_board")
@@ -62,22 +63,19 @@ class GnuGo:
     def command(self, cmd: str) -> str:
         if self.proc.poll() is not None:
             raise GtpError(f"gnugo exited (code {self.proc.returncode}) before {cmd!r}")
-        self.proc.stdin.write(cmd + "\n")
-        self.proc.stdin.flush()
-        lines, deadline = [], time.time() + self.timeout
-        while True:
+        os.write(self.proc.stdin.fileno(), (cmd + "\n").encode())
+        fd, deadline = self.proc.stdout.fileno(), time.time() + self.timeout
+        while b"\n\n" not in self._buf:  # a GTP answer ends with an empty line
             left = deadline - time.time()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
                 self.close()
                 raise GtpError(f"gnugo did not answer {cmd!r} within {self.timeout:.0f} s")
-            line = self.proc.stdout.readline()
-            if line == "":
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 raise GtpError(f"gnugo closed its output during {cmd!r}")
-            if line.strip() == "" and lines:
-                break
-            if line.strip():
-                lines.append(line.strip())
-        text = "\n".join(lines)
+            self._buf += chunk.replace(b"\r", b"")
+        answer, self._buf = self._buf.split(b"\n\n", 1)
+        text = answer.decode().strip()
         if text.startswith("?"):
             raise GtpError(f"gnugo rejected {cmd!r}: {text[1:].strip()}")
         return text.lstrip("=").strip()
@@ -98,8 +96,7 @@ class GnuGo:
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.flush()
+                os.write(self.proc.stdin.fileno(), b"quit\n")
                 self.proc.wait(timeout=5)
             except Exception:
                 self.proc.kill()

@@ -47,7 +47,10 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             rows.append(
                 Row(
                     "Go agent vs GNU Go (level 1): wins/games",
-                    g.get("skipped") or f"{g['wins']}/{g['games']} ({g['errors']} errors)",
+                    g.get("skipped")
+                    or f"{g.get('wins_by_gnugo_score', '?')}/{g['games']} by GNU Go's score "
+                    f"({g['wins']}/{g['games']} by pgx's naive area count, "
+                    f"{g['errors']} errors)",
                     None,
                     "GTP games",
                     f"MCTS {c.eval_simulations} sims",

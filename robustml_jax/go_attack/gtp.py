@@ -133,7 +133,15 @@ def play_vs_gnugo(
             game, net, params, k, s, num_simulations=num_simulations, gumbel_scale=0.0
         ).action[0]
 
-    out = {"games": 0, "wins": 0, "losses": 0, "errors": 0, "gnugo_scores": [], "records": []}
+    out = {
+        "games": 0,
+        "wins": 0,
+        "losses": 0,
+        "errors": 0,
+        "wins_by_gnugo_score": 0,
+        "gnugo_scores": [],
+        "records": [],
+    }
     for g in range(num_games):
         agent_black = g % 2 == 0
         gg = GnuGo(spec.size, spec.komi, level=level, timeout=timeout)
@@ -168,6 +176,9 @@ def play_vs_gnugo(
         out["losses"] += result == "gnugo"
         out["errors"] += result == "error"
         out["gnugo_scores"].append(score)
+        # GNU Go's own verdict (dead stones removed), independent of pgx's naive area count
+        gnugo_winner = score[:1].upper()
+        out["wins_by_gnugo_score"] += gnugo_winner == ("B" if agent_black else "W")
         out["records"].append({"agent_black": agent_black, "moves": moves, "result": result})
     out["win_rate"] = out["wins"] / max(out["games"], 1)
     return out

@@ -1,0 +1,116 @@
+"""GoAttack (paper 3): AlphaZero-like 7x7 Go / NoGo agents and the meaningless-stone attack.
+
+Launch (CPU, ``small``)::
+
+    python -m experiments.go_attack.main \
+      --config=experiments/go_attack/configs/default.py:small --workdir=/tmp/go_attack
+
+Variants:
+- ``smoke``: the tests' end-to-end run (5x5 NoGo and Go, a few self-play iterations, 2 games).
+- ``small``: the suite's CPU report: 7x7 Go and NoGo agents (16 channels x 2 blocks) trained by
+  self-play for at most ``train_time_budget_s`` each, or loaded from ``workdir/agents/<game>``
+  when a finished checkpoint is there (``trained.json``); strength vs random (and GNU Go for
+  Go); the attack on ``num_attack_games`` self-play games per game, targets PV-NN and MCTS
+  1/5/10/25/50, policy and value attacks, 1 and 2 stones, both placements.
+- ``full``: 9x9 agents (GPU), longer training, examiner 800 simulations, 50 games.
+The longer CPU training used for NOTES.md: ``python -m experiments.go_attack.train_agent``.
+"""
+
+import ml_collections
+
+from robustml_jax.core import configs
+
+VARIANTS = {
+    "smoke": {
+        "size": 5,
+        "channels": 8,
+        "blocks": 1,
+        "train_iterations": 2,
+        "train_games": 8,
+        "train_max_steps": 8,
+        "train_simulations": 2,
+        "train_time_budget_s": 0.0,
+        "eval_games": 16,
+        "gnugo_games": 0,
+        "num_attack_games": 2,
+        "examiner_sims": 4,
+        "target_sims": (0, 2),
+        "eta_adv": 0.3,
+        "max_pairs": 16,
+        "max_verify": 4,
+        "reduction_games": 1,
+        "progress": False,
+    },
+    "small": {},
+    "full": {
+        "size": 9,
+        "channels": 64,
+        "blocks": 6,
+        "history_length": 8,
+        "go_max_moves": 0,
+        "train_iterations": 2000,
+        "train_games": 512,
+        "train_max_steps": 96,
+        "train_simulations": 64,
+        "train_time_budget_s": 4 * 3600.0,
+        "eval_games": 1000,
+        "gnugo_games": 50,
+        "num_attack_games": 50,
+        "examiner_sims": 800,
+        "target_sims": (0, 1, 5, 10, 25, 50),
+        "reduction_games": 5,
+    },
+}
+
+
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+    c = configs.base()
+    c.games = ("go", "nogo")
+    c.size = 7
+    c.channels = 16
+    c.blocks = 2
+    c.history_length = 2
+    c.komi = 7.5
+    c.go_max_moves = 60
+    # self-play training (AlphaZero with Gumbel MuZero search)
+    c.train_iterations = 400
+    c.train_games = 16
+    c.train_max_steps = 64
+    c.train_simulations = 8
+    c.train_time_budget_s = 300.0
+    c.learning_rate = 1e-3
+    # strength
+    c.eval_games = 100
+    c.eval_simulations = 16
+    c.gnugo_games = 4
+    c.gnugo_level = 1
+    # attack
+    c.num_attack_games = 3
+    c.selfplay_simulations = 16
+    c.examiner_sims = 32
+    c.target_sims = (0, 5, 25)
+    c.attacks = ("policy", "value")
+    c.placements = ("appended", "inserted")
+    c.eta_adv = 0.5
+    c.eta_eq = 0.1
+    c.eta_correct = 0.2
+    c.max_pairs = 64
+    c.max_verify = 16
+    c.min_ply = 4
+    c.reduction_games = 1
+    c.gallery_max = 8
+    c.progress = True
+    return configs.variant(c, arg, VARIANTS)
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    for name in ("size", "channels", "blocks", "history_length", "train_games", "eval_games"):
+        configs.check(c, name, lambda v: int(v) == v and v > 0, "a positive integer")
+    configs.check(c, "games", lambda v: all(g in ("go", "nogo") for g in v), "'go'/'nogo' names")
+    configs.check(c, "size", lambda v: 5 <= v <= 19, "in [5, 19]")
+    configs.check(c, "target_sims", lambda v: all(int(s) >= 0 for s in v), "sims >= 0")
+    configs.check(c, "eta_adv", lambda v: 0 < v < 1, "in (0, 1)")
+    configs.check(c, "attacks", lambda v: all(a in ("policy", "value") for a in v), "policy/value")
+    configs.check(
+        c, "placements", lambda v: all(p in ("appended", "inserted") for p in v), "placements"
+    )

@@ -1,0 +1,311 @@
+"""Orchestration of the GoAttack experiment: ``train_and_evaluate(config, workdir, runtime)``.
+
+1. Agents (per game): self-play training into ``workdir/agents/<game>`` (orbax, resumable);
+   a folder with ``trained.json`` is a finished agent and is loaded as is (a cached checkpoint).
+2. Strength: win rate vs a uniformly random player (PV-NN and MCTS); Go vs GNU Go over GTP.
+3. Natural games: the agent's own self-play games (MCTS with Gumbel noise).
+4. The attack for every (game, placement, target, attack type): scan each game from the end,
+   one stone then two, stop at the first verified success. Each (setting, game) is a work item.
+5. Search-space reduction: examiner evaluations with the reduction vs brute force (one stone,
+   same states) on ``reduction_games`` games.
+6. Gallery (PNG + SGF of verified examples), the success-rate table and plot, results.json.
+"""
+
+# ruff: noqa: B023  (work-item closures are called at once, inside their loop iteration)
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from robustml_jax.core import plotting
+from robustml_jax.core.distributed import Runtime
+from robustml_jax.core.workitems import WorkItems
+from robustml_jax.go_attack import agent, attack, gtp, records
+
+
+def _json_items(directory: pathlib.Path) -> WorkItems:
+    def save(folder, value):
+        folder.mkdir(parents=True)
+        (folder / "item.json").write_text(json.dumps(value))
+
+    return WorkItems(directory, save=save, load=lambda f: json.loads((f / "item.json").read_text()))
+
+
+def spec_for(config, game: str) -> agent.AgentSpec:
+    return agent.AgentSpec(
+        game,
+        config.size,
+        config.history_length,
+        config.channels,
+        config.blocks,
+        config.komi,
+        config.go_max_moves if game == "go" else 0,
+    )
+
+
+def get_agent(config, workdir: pathlib.Path, game: str, log=logging.info):
+    """Trains (resumably) or loads the agent for ``game``; returns (spec, params, info)."""
+    spec = spec_for(config, game)
+    d = workdir / "agents" / game
+    done = d / "trained.json"
+    if done.is_file():
+        spec_disk, ts = agent.load_agent(d, game=game, size=config.size)
+        if spec_disk != spec:
+            raise ValueError(f"cached agent in {d} is {spec_disk}, the config asks for {spec}")
+        return spec, ts.params, json.loads(done.read_text())
+    t0 = time.time()
+    ts, info = agent.train_agent(
+        spec,
+        d,
+        iterations=config.train_iterations,
+        num_games=config.train_games,
+        max_steps=config.train_max_steps,
+        num_simulations=config.train_simulations,
+        learning_rate=config.learning_rate,
+        seed=config.seed,
+        time_budget_s=config.train_time_budget_s or None,
+        save_every=2,
+        log=log,
+    )
+    info = {
+        "iterations": info["iterations"],
+        "seconds_this_run": time.time() - t0,
+        "last": info["history"][-1] if info["history"] else {},
+    }
+    done.write_text(json.dumps(info))
+    return spec, ts.params, info
+
+
+def _strength(config, spec, params, key) -> dict:
+    out = {
+        "vs_random_pvnn": agent.evaluate_vs_random(spec, params, key, num_games=config.eval_games),
+        "vs_random_mcts": agent.evaluate_vs_random(
+            spec,
+            params,
+            jax.random.fold_in(key, 1),
+            num_games=config.eval_games,
+            num_simulations=config.eval_simulations,
+        ),
+    }
+    if spec.game == "go" and config.gnugo_games > 0:
+        if gtp.GnuGo.available():
+            r = gtp.play_vs_gnugo(
+                spec,
+                params,
+                jax.random.fold_in(key, 2),
+                num_games=config.gnugo_games,
+                num_simulations=config.eval_simulations,
+                level=config.gnugo_level,
+            )
+            r.pop("records")
+            out["vs_gnugo"] = r
+        else:
+            out["vs_gnugo"] = {"skipped": gtp.MISSING}
+    return out
+
+
+def _cfg(config, **kw) -> attack.AttackConfig:
+    return attack.AttackConfig(
+        eta_adv=config.eta_adv,
+        eta_eq=config.eta_eq,
+        eta_correct=config.eta_correct,
+        max_pairs=config.max_pairs,
+        max_verify=config.max_verify,
+        min_ply=config.min_ply,
+        **kw,
+    )
+
+
+def _gallery(config, spec, att, moves, ex, name, folder: pathlib.Path) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    g = att.game
+    st, _, _ = att.states([ex["sequence"]])
+    board = np.asarray(g.board(st))[0]
+    added = [p for p in ex["perturbation"] if p != g.null_move]
+    mv = ex["target_move"] if ex["target_move"] < g.num_points else None
+    title = (
+        f"{name}: target move {records.point_to_gtp(mv, spec.size)}, "
+        f"examiner V={ex['examiner_V']:.2f}"
+    )
+    records.render_png(board, spec.size, folder / f"{name}.png", added=added, move=mv, title=title)
+    seq = ex["sequence"] + [ex["target_move"]]
+    rec = records.Record(
+        spec.size,
+        [("b" if i % 2 == 0 else "w", None if a == g.null_move else a) for i, a in enumerate(seq)],
+        spec.komi,
+    )
+    comment = json.dumps({k: v for k, v in ex.items() if k != "sequence"})
+    if spec.game == "go":
+        (folder / f"{name}.sgf").write_bytes(records.to_sgf(rec, comment=comment))
+    else:  # SGF has no NoGo game type here; the moves are still a Go-coordinate record
+        (folder / f"{name}.sgf").write_bytes(
+            records.to_sgf(rec, comment=comment, extra={"GN": "NoGo"})
+        )
+    return {"png": f"gallery/{name}.png", "sgf": f"gallery/{name}.sgf"}
+
+
+def _plot(table, path):
+    fig, axes = plotting.subplots(1, 2, figsize=(10, 4))
+    for ax, placement in zip(axes, ("appended", "inserted"), strict=False):
+        for (game, pl, att_type, stones), row in sorted(table.items()):
+            if pl != placement:
+                continue
+            sims = sorted(row)
+            ax.plot(
+                [max(s, 0.5) for s in sims],
+                [row[s] for s in sims],
+                marker="o",
+                ls="-" if stones == 2 else "--",
+                label=f"{game} {att_type} {stones} stone{'s' * (stones > 1)}",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("target simulations (0.5 = PV-NN)")
+        ax.set_ylabel("success rate (per game)")
+        ax.set_title(f"stones {placement}")
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=7)
+    plotting.save(fig, path)
+    return fig
+
+
+def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
+    del runtime
+    workdir = pathlib.Path(workdir)
+    root = jax.random.key(config.seed)
+    items = _json_items(workdir / "items")
+    t_start = time.time()
+    results: dict = {"agents": {}, "strength": {}, "attack": {}, "reduction": {}, "gallery": []}
+    table: dict = {}
+    for gi, game in enumerate(config.games):
+        spec, params, info = get_agent(config, workdir, game)
+        results["agents"][game] = {"spec": spec._asdict(), **info}
+        results["strength"][game] = items.get(
+            f"strength_{game}",
+            lambda: _strength(config, spec, params, jax.random.fold_in(root, gi)),
+        )
+        logging.info("%s strength: %s", game, results["strength"][game])
+        games = items.get(
+            f"games_{game}",
+            lambda: attack.selfplay_games(
+                spec,
+                params,
+                jax.random.fold_in(root, 100 + gi),
+                num_games=config.num_attack_games,
+                num_simulations=config.selfplay_simulations,
+            ),
+        )
+        att = attack.Attacker(spec, params, examiner_sims=config.examiner_sims)
+        infos: dict = {}
+        tcache: dict = {}
+        for placement in config.placements:
+            for sims in config.target_sims:
+                for att_type in config.attacks:
+                    cfg = _cfg(
+                        config,
+                        attack=att_type,
+                        stones=2,
+                        target_sims=int(sims),
+                        placement=placement,
+                    )
+                    rows = []
+                    for j, moves in enumerate(games):
+                        name = f"{game}_{placement}_t{sims}_{att_type}_g{j:02d}"
+
+                        def compute(j=j, moves=moves, cfg=cfg, name=name):
+                            key = jax.random.fold_in(root, 10_000 + j)
+                            if j not in infos:
+                                lo = max(cfg.min_ply, len(moves) // 10)
+                                ks = list(range(len(moves) - 1, lo - 1, -1))
+                                infos[j] = att.state_info(moves, ks, jax.random.fold_in(key, 1))
+                            r = attack.attack_game(
+                                att, moves, cfg, key, infos[j], tcache.setdefault(j, {})
+                            )
+                            if r["example"] is not None:
+                                r["gallery"] = _gallery(
+                                    config,
+                                    spec,
+                                    att,
+                                    moves,
+                                    r["example"],
+                                    name,
+                                    workdir / "gallery",
+                                )
+                            return r
+
+                        r = items.get(name, compute)
+                        rows.append(r)
+                        if config.progress:
+                            logging.info(
+                                "%s: success1=%s success2=%s mcts_evals=%d",
+                                name,
+                                r["success_1"],
+                                r["success_2"],
+                                r["mcts_evals"],
+                            )
+                    key = f"{game}|{placement}|{att_type}|{sims}"
+                    n = len(rows)
+                    results["attack"][key] = {
+                        "games": n,
+                        "success_1": float(np.mean([r["success_1"] for r in rows])) if n else 0.0,
+                        "success_2": float(np.mean([r["success_2"] for r in rows])) if n else 0.0,
+                        "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
+                        "found_unverified": int(sum(r["unverified"] for r in rows)),
+                        "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                        "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+                    }
+                    for stones in (1, 2):
+                        table.setdefault((game, placement, att_type, stones), {})[int(sims)] = (
+                            results["attack"][key][f"success_{stones}"]
+                        )
+                    for r in rows:
+                        if r.get("gallery") and len(results["gallery"]) < config.gallery_max:
+                            results["gallery"].append(
+                                {
+                                    **r["gallery"],
+                                    "setting": key,
+                                    "example": {
+                                        k: v for k, v in r["example"].items() if k != "sequence"
+                                    },
+                                }
+                            )
+        # search-space reduction vs brute force (one stone, PV-NN target, same states)
+        red = {}
+        for mode in ("reduced", "brute_force"):
+            cfg = _cfg(
+                config,
+                attack="value",
+                stones=1,
+                target_sims=0,
+                placement="appended",
+                reduce=mode == "reduced",
+            )
+            rows = []
+            for j, moves in enumerate(games[: config.reduction_games]):
+
+                def compute(j=j, moves=moves, cfg=cfg):
+                    key = jax.random.fold_in(root, 20_000 + j)
+                    return attack.attack_game(att, moves, cfg, key, infos.get(j))
+
+                rows.append(items.get(f"{game}_reduction_{mode}_g{j:02d}", compute))
+            red[mode] = {
+                "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                "successes": int(sum(r["success_1"] for r in rows)),
+                "games": len(rows),
+            }
+        red["factor"] = red["brute_force"]["examiner_mcts_evals"] / max(
+            red["reduced"]["examiner_mcts_evals"], 1
+        )
+        results["reduction"][game] = red
+    plot = _plot(table, workdir / "success_rate.png")
+    del plot
+    results["table"] = {
+        "|".join(map(str, k)): {str(s): v for s, v in row.items()} for k, row in table.items()
+    }
+    results["plots"] = ["success_rate.png"] + [g["png"] for g in results["gallery"]]
+    results["seconds"] = time.time() - t_start
+    return results

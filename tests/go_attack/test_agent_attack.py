@@ -1,0 +1,130 @@
+"""Agents (network, search, checkpoints, bad input) and the attack's pieces on tiny boards."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from robustml_jax.go_attack import agent, attack
+
+SPEC = agent.AgentSpec("nogo", 5, 2, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def params():
+    init_fn, _ = agent.make_trainer(SPEC, num_games=1, max_steps=1, num_simulations=2)
+    return init_fn(jax.random.key(0)).params
+
+
+def test_ownership_exact():
+    g = agent.make_game("go", 5)
+    b = np.zeros(25, np.int32)
+    b[[2, 7, 12, 17, 22]] = 1  # a black wall on column C
+    b[[4, 9]] = -1
+    own = np.asarray(agent.ownership(g, jnp.asarray(b))).reshape(5, 5)
+    assert (own[:, :2] == 1).all()  # left region reached by black only
+    assert (own[:, 2] == 1).all() and own[0, 4] == -1 and own[2, 4] == 0  # right: both reach
+    g2 = agent.make_game("nogo", 5)
+    np.testing.assert_array_equal(agent.ownership(g2, jnp.asarray(b)), b)
+
+
+def test_net_and_search_shapes(params):
+    g, net = SPEC.make_game(), SPEC.make_net()
+    s = jax.vmap(g.init)(jax.random.split(jax.random.key(1), 3))
+    out = net.apply(params, s.observation)
+    assert out.logits.shape == (3, 25) and out.value.shape == (3,)
+    assert out.ownership.shape == (3, 25) and np.all(np.abs(np.asarray(out.value)) <= 1)
+    so = agent.search(g, net, params, jax.random.key(2), s, num_simulations=4, gumbel_scale=0.0)
+    assert so.action.shape == (3,) and so.visits.shape == (3, 25)
+    assert np.all(np.asarray(so.visits).sum(-1) == 4)
+    # deterministic targets: the same search twice gives the same move
+    so2 = agent.search(g, net, params, jax.random.key(9), s, num_simulations=4, gumbel_scale=0.0)
+    np.testing.assert_array_equal(so.action, so2.action)
+
+
+def test_checkpoint_roundtrip_and_wrong_board(tmp_path, params):
+    init_fn, _ = agent.make_trainer(SPEC, num_games=1, max_steps=1, num_simulations=2)
+    ts = init_fn(jax.random.key(0))
+    agent.save_agent(tmp_path / "a", SPEC, ts, step=3)
+    spec, ts2 = agent.load_agent(tmp_path / "a", game="nogo", size=5, like=ts)
+    assert spec == SPEC
+    jax.tree.map(np.testing.assert_array_equal, ts.params, ts2.params)
+    with pytest.raises(ValueError, match="for a 5x5 board, not 7x7"):
+        agent.load_agent(tmp_path / "a", size=7, like=ts)
+    with pytest.raises(ValueError, match="is a nogo agent, not go"):
+        agent.load_agent(tmp_path / "a", game="go", like=ts)
+    with pytest.raises(ValueError, match="trained for 5x5 nogo, got a 9x9 board"):
+        agent.check_board(SPEC, 9)
+    with pytest.raises(FileNotFoundError, match="agent.json missing"):
+        agent.read_spec(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="unknown game"):
+        agent.make_game("chess", 5)
+
+
+def test_training_iteration_learns_something():
+    spec = agent.AgentSpec("nogo", 5, 2, 8, 1)
+    init_fn, iterate = agent.make_trainer(
+        spec, num_games=8, max_steps=30, num_simulations=2, train_batch=64
+    )
+    ts = init_fn(jax.random.key(0))
+    ts2, m = iterate(ts, jax.random.key(1))
+    assert int(ts2.step) == 1 and m["games_finished"] > 0
+    assert np.isfinite(float(m["policy_loss"])) and float(m["value_loss"]) > 0
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), ts.params, ts2.params)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_is_diff_and_config():
+    assert not attack.is_diff(0.85, 0.99) and not attack.is_diff(0.1, 0.15)
+    assert not attack.is_diff(0.5, 0.55) and attack.is_diff(0.5, 0.65)
+    assert attack.is_diff(0.79, 0.95)  # one side above 0.8 only, gap 0.16
+    with pytest.raises(ValueError, match="attack must be"):
+        attack.AttackConfig(attack="both")
+    with pytest.raises(ValueError, match="placement"):
+        attack.AttackConfig(placement="middle")
+
+
+def test_attack_pieces_and_reduction(params):
+    att = attack.Attacker(SPEC, params, examiner_sims=4)
+    null = att.game.null_move
+    moves = [0, 24, 6, 18, 12, 1, 3]
+    # placements: appended at the end; inserted before the history window (2 plies)
+    assert att.perturbed_seq(moves, 5, [7, null], "appended") == [0, 24, 6, 18, 12, 7, null]
+    assert att.perturbed_seq(moves, 5, [7, null], "inserted") == [0, 24, 6, 7, null, 18, 12]
+    st, ok, b = att.states([moves[:5] + [7, null], moves[:5] + [0, null]])
+    assert ok.tolist() == [True, False]  # point 0 is occupied: invalid candidate
+    board = np.asarray(att.game.board(st))[0]
+    # ply 5 is white's turn: [7, null] adds a white stone and white is to move again
+    assert board[7] == -1 and board[12] == 1 and int(np.asarray(att.game.color(st))[0]) == 1
+    games = attack.selfplay_games(SPEC, params, jax.random.key(1), num_games=1, num_simulations=2)
+    assert len(games[0]) > 6
+    lo = dict(eta_adv=0.3, min_ply=len(games[0]) - 3)
+    red = attack.attack_game(
+        att, games[0], attack.AttackConfig(attack="value", stones=1, **lo), jax.random.key(2)
+    )
+    brute = attack.attack_game(
+        att,
+        games[0],
+        attack.AttackConfig(attack="value", stones=1, reduce=False, **lo),
+        jax.random.key(2),
+    )
+    assert brute["mcts_evals"] >= red["mcts_evals"] > 0
+    for r in (red, brute):
+        if r["example"] is not None:  # a reported example survived a fresh examiner search
+            assert r["success_1"] and r["example"]["stones"] == 1
+
+
+def test_gnugo_gtp_driver():
+    from robustml_jax.go_attack import gtp
+
+    if not gtp.GnuGo.available():
+        pytest.skip(gtp.MISSING)
+    gg = gtp.GnuGo(7, 7.5, timeout=30)
+    try:
+        gg.play("b", 24)  # D4, the centre
+        mv = gg.genmove("w")
+        assert mv is None or mv == "resign" or (0 <= mv < 49 and mv != 24)
+        with pytest.raises(gtp.GtpError, match="rejected"):
+            gg.play("b", 24)  # occupied
+    finally:
+        gg.close()

@@ -153,8 +153,11 @@ def _row_selection(priority, fraction):
     return jax.lax.top_k(priority, m)[1]
 
 
-def _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward):
+def _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward, weight):
     """CROWN (or alpha-CROWN) upper bounds of z_i[idx] and -z_i[idx] over the box.
+
+    ``weight`` [m]: each selected neuron's weight in alpha's objective (0 for neurons that
+    interval arithmetic already proves inactive: their bounds never matter).
 
     Returns (ub [2m] (first m rows: z, last m: -z), coef [2m, N_0], const [2m]).
     """
@@ -171,7 +174,9 @@ def _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward):
     if forward != "alpha" or i == 0:
         return ub, coef, const
     # alpha-CROWN: one slope vector per earlier layer for the z rows and one for the -z rows,
-    # optimised by Adam on the sum of the row bounds, initialised at CROWN's adaptive slope;
+    # optimised by Adam on the sum of the row bounds (rows of neurons that interval arithmetic
+    # proves inactive left out, so the sparse path optimises the same objective), initialised
+    # at CROWN's adaptive slope;
     # every row keeps its best bound over the iterations (CROWN's included), so the result is
     # never looser than CROWN.
     init = [jnp.stack([_relu_relax(lowers[j], uppers[j])[2]] * 2) for j in range(i)]
@@ -179,8 +184,10 @@ def _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward):
     def per_row(a):  # [2, N_j] -> [2m, N_j]
         return jnp.repeat(a, m, axis=0)
 
+    row_weight = jnp.concatenate([weight, weight])
+
     def loss(params):
-        return evaluate([per_row(a) for a in params])[0].sum()
+        return evaluate([per_row(a) for a in params])[0] @ row_weight
 
     opt = optax.adam(optax.exponential_decay(ALPHA_LR, 1, ALPHA_DECAY))
 
@@ -231,13 +238,11 @@ def _bounds_on_box(net, x_lo, x_up, split, forward, sparse=None):
         if forward == "alpha":
             lo, up = jnp.maximum(lo, crown_lo[i]), jnp.minimum(up, crown_up[i])
         if forward in ("crown", "alpha"):
-            if sparse is None:
-                idx = jnp.arange(n)
-            else:
-                priority = jnp.where(lo >= 0, 1.0, jnp.where(up <= 0, 0.0, 2.0))
-                idx = _row_selection(priority, sparse)
+            priority = jnp.where(lo >= 0, 1.0, jnp.where(up <= 0, 0.0, 2.0))
+            idx = jnp.arange(n) if sparse is None else _row_selection(priority, sparse)
             m = idx.shape[0]
-            ub, coef, const = _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward)
+            weight = (priority[idx] > 0).astype(x_c.dtype)
+            ub, coef, const = _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward, weight)
             if sparse is not None:
                 lo = lo.at[idx].max(-ub[m:])
                 up = up.at[idx].min(ub[:m])
@@ -466,18 +471,19 @@ def _relax_grad(lam, active, inactive, lo, up, mode):
 def _grad_upper(net, i, lam, c, status, a_lo, a_up, mode, intercepts=False):
     """Upper bound of ``lam . g_i`` (rows lam [R, N_i]) by back-substitution down to g_{L-1} = c.
 
-    With ``intercepts``, also returns, per layer j >= i, the intercepts [R, N_j] that each
-    neuron's relaxation adds to the bound (0 where the relaxation is exact): BaBSR's estimate of
-    what splitting that neuron would remove.
+    With ``intercepts``, also returns, per layer j >= i, (the intercepts [R, N_j] that each
+    neuron's relaxation adds to the bound (0 where the relaxation is exact), the coefficients
+    [R, N_j] on y_j before relaxing it): the inputs of the BaBSR and area heuristics.
     """
     last = len(net) - 1
     const = jnp.zeros(lam.shape[:1], lam.dtype)
     per_neuron = []
     for j in range(i, last):
         active, inactive = status[j]
+        coef_in = lam
         lam, t = _relax_grad(lam, active, inactive, a_lo[j], a_up[j], mode)
         const = const + t.sum(-1)
-        per_neuron.append(t)
+        per_neuron.append((t, coef_in))
         lam = jax.vmap(functools.partial(linear, net[j + 1]))(lam)
     if intercepts:
         return lam @ c + const, per_neuron
@@ -560,7 +566,7 @@ def _forward_part(net, box, split, forward, sparse=None):
     return lowers, uppers, status, infeasible
 
 
-BRANCHING = ("score", "babsr", "area")
+BRANCHING = ("score", "babsr", "area", "index")
 
 
 def _bound_for_c(
@@ -582,14 +588,16 @@ def _bound_for_c(
         chord, slack = _grad_upper(net, 0, row, c, status, a_lo, a_up, mode, intercepts=True)
         chord = chord[0] + t.sum()
         lip = jnp.minimum(lip, chord)
-    # Branching scores (split-able neurons only):
+    # Branching scores (split-able neurons only), all on the backward graph as in the official
+    # code's heuristics:
     #   "score": how wide the gradient through the neuron can be, times how balanced its
     #     forward interval is;
     #   "babsr": the intercept that the neuron's relaxation adds to the final (l1 chord) bound,
-    #     i.e. what splitting it removes from that bound (BaBSR's idea on the backward graph),
-    #     plus a small "score" term to break ties between neurons with zero intercept;
-    #   "area": the area of the forward triangle relaxation of relu, -l u / 2 (the heuristic
-    #     that ignores the backward graph: a weak baseline for the tests).
+    #     i.e. what splitting it removes from that bound (BaBSR), plus a small "score" term to
+    #     break ties between neurons with zero intercept;
+    #   "area": the official "area": (a_lo^2 + a_up^2) (the relaxation's area on the incoming
+    #     gradient's interval, up to 1/2) times |coefficient| of the neuron in the final bound;
+    #   "index": the first free neuron (no information: a weak baseline for the tests).
     if branching not in BRANCHING:
         raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
     scores = []
@@ -599,10 +607,12 @@ def _bound_for_c(
         free = ~active & ~inactive
         balance = jnp.minimum(up, -lo) / jnp.maximum(up - lo, _TINY)
         sc = jnp.maximum(jnp.abs(alo), jnp.abs(aup)) * balance
-        if branching == "area":
-            sc = -jnp.minimum(lo, 0.0) * jnp.maximum(up, 0.0) / 2
+        if branching == "index":
+            sc = -jnp.arange(lo.shape[0], dtype=lo.dtype) - 1e6 * j
+        elif branching == "area" and slack is not None:
+            sc = (alo**2 + aup**2) * jnp.abs(slack[j][1][0]) + 1e-3 * sc
         elif branching == "babsr" and slack is not None:
-            sc = slack[j][0] + 1e-3 * sc
+            sc = slack[j][0][0] + 1e-3 * sc
         scores.append(jnp.where(free, sc, -jnp.inf))
     score = jnp.concatenate(scores) if scores else jnp.zeros((0,), c.dtype)
     return GradientBounds(lip, v_lo, v_up, score, infeasible)
@@ -800,8 +810,8 @@ def local_lipschitz_bound(
         fraction; equal to the dense result when the share covers every neuron not proven
         inactive (interval bounds for the forward rows, final status for the backward rows).
       branching: BaB's branching heuristic: "score" (gradient width x balance), "babsr" (the
-        intercept each neuron's relaxation adds to the final bound) or "area" (forward
-        triangle area; ignores the backward graph).
+        intercept each neuron's relaxation adds to the final bound), "area" (the official
+        area score: (a_lo^2 + a_up^2) x |coefficient|) or "index" (first free neuron).
       bab_per_class: with ``c=None``, run a separate BaB (``bab_steps`` each) for every output
         class, as the official code does, instead of one BaB on the max over classes.
 
@@ -896,7 +906,7 @@ def budgeted_lipschitz_bound(
     Args:
       layers, x0, eps, c, method, forward, x_min, x_max, sparse: as in
         :func:`local_lipschitz_bound` (``method`` "ours" or "recurjac").
-      branching: "babsr" (default), "score" or "area".
+      branching: "babsr" (default), "score", "area" or "index".
       batch, max_domains, time_budget_s, chunk_steps: as in
         :func:`budgeted_branch_and_bound` (the official: 128, 200,000, 60 s).
 

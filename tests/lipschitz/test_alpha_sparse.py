@@ -26,16 +26,20 @@ def bound(net, x0, eps, *, forward="crown", sparse=None, method="ours"):
     )
 
 
-def _case(sizes, eps, seed):
+def _case(sizes, eps, seed, shift=0.0):
+    """Random net (biases shifted by ``shift``: negative makes more neurons inactive)."""
     key = jax.random.key(seed)
-    net = [
-        (np.asarray(w, np.float64), np.asarray(b, np.float64)) for w, b in random_net(key, sizes)
-    ]
+    pairs = random_net(key, sizes)
+    net = [(np.asarray(w, np.float64), np.asarray(b, np.float64) + shift) for w, b in pairs]
     x0 = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (sizes[0],)), np.float64)
     return net, x0, eps
 
 
-CASES = [((3, 10, 10, 2), 0.3, 0), ((4, 24, 16, 3), 0.3, 47)]
+SLOW = pytest.mark.slow
+CASES = [
+    pytest.param((3, 10, 10, 2), 0.3, 0, id="3-10-10-2"),
+    pytest.param((4, 24, 16, 3), 0.3, 47, id="4-24-16-3", marks=SLOW),
+]
 
 
 @pytest.mark.parametrize("sizes, eps, seed", CASES)
@@ -76,7 +80,7 @@ def _ibp_share_not_inactive(net, x0, eps):
     return max(float(jnp.mean(u > 0)) for u in up)
 
 
-@pytest.mark.parametrize("method", ["ours", "recurjac"])
+@pytest.mark.parametrize("method", ["ours", pytest.param("recurjac", marks=SLOW)])
 def test_sparse_equals_dense_when_budget_covers_unstable(method):
     with jax.enable_x64(True):
         for seed, sizes, eps in [(3, (6, 40, 30, 20, 4), 0.1), (5, (5, 30, 30, 3), 0.05)]:
@@ -96,6 +100,7 @@ def test_sparse_equals_dense_when_budget_covers_unstable(method):
             assert dense > 0
 
 
+@SLOW
 def test_sparse_small_budget_is_sound_and_looser():
     with jax.enable_x64(True):
         net, x0, eps = _case((3, 10, 10, 2), 0.3, 0)
@@ -106,6 +111,7 @@ def test_sparse_small_budget_is_sound_and_looser():
             assert s >= dense - 1e-12 and s >= exact - 1e-9
 
 
+@SLOW
 def test_sparse_on_conv_net_equals_dense():
     import flax.linen as nn
 

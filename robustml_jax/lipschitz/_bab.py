@@ -43,9 +43,10 @@ class _State(NamedTuple):
 
 def _init(batched, num_neurons, cap, k, dtype) -> _State:
     # The root goes through the same batched call as the children: one trace, one compile.
-    root_bound, root_score = jax.tree.map(
-        lambda a: a[0], batched(jnp.zeros((2 * k, num_neurons), jnp.int8))
-    )
+    # The barrier keeps XLA from constant-folding everything that depends only on the all-zero
+    # root splits (seconds to minutes of compile time on 784-input nets).
+    zeros = jax.lax.optimization_barrier(jnp.zeros((2 * k, num_neurons), jnp.int8))
+    root_bound, root_score = jax.tree.map(lambda a: a[0], batched(zeros))
     return _State(
         jnp.zeros((cap, num_neurons), jnp.int8),
         jnp.full((cap,), -jnp.inf, dtype).at[0].set(root_bound),

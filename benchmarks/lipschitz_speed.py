@@ -56,9 +56,9 @@ _FORWARD = flags.DEFINE_enum("forward", "crown", ["crown", "alpha"], "Forward bo
 _SPARSE = flags.DEFINE_string(
     "sparse",
     "",
-    "Also time ours with sparse intermediate rows: a fraction, or 'auto' (the largest share of "
-    "neurons per layer that interval arithmetic leaves not inactive over the points, so the "
-    "result must equal the dense one).",
+    "Also time ours with sparse intermediate rows: a fraction, or 'auto' (per hidden layer, the "
+    "largest share over the points of neurons that interval arithmetic leaves not inactive, so "
+    "the result must equal the dense one).",
 )
 _OUT = flags.DEFINE_string("out", str(OUT), "Where to write the JSON.")
 
@@ -126,7 +126,8 @@ def main(argv):
                     ]
                 )
             )(xs)
-            frac = float(max(float(jnp.max(f)) for f in ibp))
+            # One fraction per hidden layer (rounded up to 1e-3).
+            frac = tuple(min(1.0, float(np.ceil(float(jnp.max(f)) * 1000) / 1000)) for f in ibp)
         else:
             frac = float(_SPARSE.value)
         t, cpu, vals = _time(batched("ours", frac), net, xs)

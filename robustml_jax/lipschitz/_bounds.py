@@ -144,6 +144,11 @@ def _clamp(lo, up, split):
 ALPHA_STEPS, ALPHA_LR, ALPHA_DECAY = 20, 0.5, 0.98
 
 
+def _share(sparse, i):
+    """The row fraction of hidden layer i: ``sparse`` is one fraction or one per hidden layer."""
+    return sparse[i] if isinstance(sparse, tuple | list) else sparse
+
+
 def _row_selection(priority, fraction):
     """Indices [m] of the m = ceil(fraction * N) neurons of highest priority (static m)."""
     n = priority.shape[0]
@@ -239,7 +244,7 @@ def _bounds_on_box(net, x_lo, x_up, split, forward, sparse=None):
             lo, up = jnp.maximum(lo, crown_lo[i]), jnp.minimum(up, crown_up[i])
         if forward in ("crown", "alpha"):
             priority = jnp.where(lo >= 0, 1.0, jnp.where(up <= 0, 0.0, 2.0))
-            idx = jnp.arange(n) if sparse is None else _row_selection(priority, sparse)
+            idx = jnp.arange(n) if sparse is None else _row_selection(priority, _share(sparse, i))
             m = idx.shape[0]
             weight = (priority[idx] > 0).astype(x_c.dtype)
             ub, coef, const = _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward, weight)
@@ -522,7 +527,7 @@ def _backward_bounds(net, c, status, mode, sparse=None):
             else:
                 active, inactive = status[i]
                 priority = jnp.where(inactive, 0.0, jnp.where(active, 1.0, 2.0))
-                idx = _row_selection(priority, sparse)
+                idx = _row_selection(priority, _share(sparse, i))
                 sel = jax.nn.one_hot(idx, n, dtype=c.dtype)
                 eye = jax.lax.optimization_barrier(jnp.concatenate([sel, -sel]))
             rows = jax.vmap(functools.partial(linear, net[i + 1]))(eye)
@@ -648,8 +653,11 @@ def _directions(net, c, dtype):
 def _check_options(forward, sparse):
     if forward not in ("crown", "alpha", "interval"):
         raise ValueError(f"forward must be 'crown', 'alpha' or 'interval', got {forward!r}")
-    if sparse is not None and not 0.0 < float(sparse) <= 1.0:
-        raise ValueError(f"sparse must be None or a fraction in (0, 1], got {sparse}")
+    shares = sparse if isinstance(sparse, tuple | list) else [sparse]
+    if sparse is not None and not all(0.0 < float(f) <= 1.0 for f in shares):
+        raise ValueError(
+            f"sparse must be None, a fraction in (0, 1] or a tuple of them, got {sparse}"
+        )
 
 
 def _domain_bound(net, box, cs, split, method, forward, sparse=None, branching="score"):
@@ -804,7 +812,8 @@ def local_lipschitz_bound(
       x_min, x_max: optional data range (scalars or [N_0]); the bound then holds over the
         box ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]``, the ball intersected with the
         data domain as in the official code.
-      sparse: None, or a fraction in (0, 1] (static): linear-bound rows (forward pre-activation
+      sparse: None, or a fraction in (0, 1] or a tuple of one per hidden layer (static):
+        linear-bound rows (forward pre-activation
         bounds and backward-graph bounds) are computed only for that share of each layer's
         neurons, unstable first, then active; the others keep interval bounds. Sound for any
         fraction; equal to the dense result when the share covers every neuron not proven

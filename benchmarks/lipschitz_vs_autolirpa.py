@@ -46,6 +46,10 @@ from robustml_jax.core.results import atomic_write_text, to_jsonable
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MODELS = {
+    "tiny": (
+        "random-init MLP 4-24-16-3 on N(0, 1) points (exact values by enumeration)",
+        lambda: lipschitz.mlp((24, 16), 3),
+    ),
     "mnist_mlp": ("MNIST-5k MLP 784-20-20-10", lambda: lipschitz.mlp((20, 20), 10)),
     "mnist_mlp_wide": ("MNIST-5k MLP 784-64-64-10", lambda: lipschitz.mlp((64, 64), 10)),
     "official_cnn": (
@@ -80,6 +84,7 @@ from auto_LiRPA.jacobian import JacobianOP, GradNorm
 torch.set_default_dtype(torch.float32)
 d = np.load(sys.argv[1])
 eps = float(sys.argv[3])
+lo_range, hi_range = float(sys.argv[4]), float(sys.argv[5])
 layers = []
 for i in range(int(d["num_items"])):
     kind = str(d[f"kind_{i}"])
@@ -127,8 +132,8 @@ for optimize in (False, True):
     vals, wall, cpu = [], [], []
     for p in range(xs.shape[0]):
         x0 = xs[p:p + 1]
-        ptb = PerturbationLpNorm(norm=np.inf, eps=eps, x_L=(x0 - eps).clamp(min=0),
-                                 x_U=(x0 + eps).clamp(max=1))
+        ptb = PerturbationLpNorm(norm=np.inf, eps=eps, x_L=(x0 - eps).clamp(min=lo_range),
+                                 x_U=(x0 + eps).clamp(max=hi_range))
         x = BoundedTensor(x0, ptb)
         t0, c0 = time.perf_counter(), time.process_time()
         best = -np.inf
@@ -224,10 +229,11 @@ def _export(model, params, shape, xs_flat) -> dict:
     return arrays
 
 
-def _ours(net, xs, eps, **kw):
+def _ours(net, xs, eps, data_range, **kw):
     """Per-point bounds and times (jitted single-point function, one warm-up call)."""
+    lo, hi = data_range
     fn = jax.jit(
-        functools.partial(lipschitz.local_lipschitz_bound, eps=eps, x_min=0.0, x_max=1.0, **kw)
+        functools.partial(lipschitz.local_lipschitz_bound, eps=eps, x_min=lo, x_max=hi, **kw)
     )
     t0 = time.perf_counter()
     jax.block_until_ready(fn(net, xs[0]))
@@ -253,43 +259,59 @@ def main(argv):
     del argv
     description, make_model = MODELS[_MODEL.value]
     model = make_model()
-    flat = _MODEL.value.startswith("mnist_mlp")
-    shape = (784,) if flat else (28, 28, 1)
-    data = lipschitz.image_data("mnist_5k", "train", limit=4000, flat=flat)
-    with tempfile.TemporaryDirectory() as tmp:
-        params = lipschitz.train_model(
-            model,
-            jax.random.key(0),
-            data,
-            input_shape=shape,
-            learning_rate=1e-3,
-            batch_size=64,
-            num_steps=_TRAIN_STEPS.value,
-            workdir=tmp,
-        )
-    net = lipschitz.from_flax(model, params, shape)
-    test = lipschitz.image_data("mnist_5k", "test", limit=_POINTS.value, flat=True)
-    xs = jnp.asarray(test["image"])
     eps = _EPS.value
+    if _MODEL.value == "tiny":
+        shape, data_range = (4,), (None, None)
+        params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
+        xs = jax.random.normal(jax.random.key(1), (_POINTS.value, 4))
+    else:
+        flat = _MODEL.value.startswith("mnist_mlp")
+        shape, data_range = ((784,) if flat else (28, 28, 1)), (0.0, 1.0)
+        data = lipschitz.image_data("mnist_5k", "train", limit=4000, flat=flat)
+        with tempfile.TemporaryDirectory() as tmp:
+            params = lipschitz.train_model(
+                model,
+                jax.random.key(0),
+                data,
+                input_shape=shape,
+                learning_rate=1e-3,
+                batch_size=64,
+                num_steps=_TRAIN_STEPS.value,
+                workdir=tmp,
+            )
+        test = lipschitz.image_data("mnist_5k", "test", limit=_POINTS.value, flat=True)
+        xs = jnp.asarray(test["image"])
+    net = lipschitz.from_flax(model, params, shape)
     out = {
         "model": description,
         "hidden_neurons": sum(layer.out_size for layer in net[:-1]),
         "points": len(xs),
         "eps": eps,
-        "region": "[max(x0 - eps, 0), min(x0 + eps, 1)]",
+        "region": "the ball" if data_range[0] is None else "[max(x0 - eps, 0), min(x0 + eps, 1)]",
         "train_steps": _TRAIN_STEPS.value,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "load_average_1min_start": os.getloadavg()[0],
     }
     ours = {
-        "crown": _ours(net, xs, eps),
-        "alpha": _ours(net, xs, eps, forward="alpha"),
+        "crown": _ours(net, xs, eps, data_range),
+        "alpha": _ours(net, xs, eps, data_range, forward="alpha"),
     }
     if _BAB_STEPS.value:
         ours["alpha_bab"] = _ours(
-            net, xs, eps, forward="alpha", bab_steps=_BAB_STEPS.value, bab_batch=_BAB_BATCH.value
+            net,
+            xs,
+            eps,
+            data_range,
+            forward="alpha",
+            bab_steps=_BAB_STEPS.value,
+            bab_batch=_BAB_BATCH.value,
         )
+    if _MODEL.value == "tiny":
+        dense = [(layer.weights[0], layer.bias) for layer in net]
+        out["exact"] = [
+            lipschitz.exact_lipschitz(dense, np.asarray(x, np.float64), eps).value for x in xs
+        ]
     py, note = ensure_lirpa_venv(pathlib.Path(_VENV.value), pathlib.Path(_SOURCE.value))
     lirpa = None
     if py is not None:
@@ -301,7 +323,9 @@ def main(argv):
             )
             (pathlib.Path(tmp) / "side.py").write_text(_LIRPA_SCRIPT)
             r = subprocess.run(
-                [str(py), f"{tmp}/side.py", f"{tmp}/net.npz", f"{tmp}/out.json", str(eps)],
+                [str(py), f"{tmp}/side.py", f"{tmp}/net.npz", f"{tmp}/out.json", str(eps)]
+                + [str(-1e9 if data_range[0] is None else data_range[0])]
+                + [str(1e9 if data_range[1] is None else data_range[1])],
                 capture_output=True,
                 text=True,
             )

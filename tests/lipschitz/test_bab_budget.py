@@ -94,7 +94,7 @@ def test_budgeted_bab_on_a_tiny_net():
     """CI-sized: the domain budget stops the search, the bound stays in [exact, root]."""
     net, x0, eps, exact = _case((3, 10, 10, 2), 0.3, 0)
     res = lipschitz.budgeted_lipschitz_bound(
-        net, x0, eps, batch=2, max_domains=7, chunk_steps=1, time_budget_s=60.0
+        net, x0, eps, batch=2, max_domains=7, chunk_steps=1, time_budget_s=1e6
     )
     tol = 1e-5 * (1 + exact)
     assert exact - tol <= res.bound <= float(res.root.max()) + tol

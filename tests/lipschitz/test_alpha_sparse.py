@@ -37,7 +37,7 @@ def _case(sizes, eps, seed, shift=0.0):
 
 SLOW = pytest.mark.slow
 CASES = [
-    pytest.param((3, 10, 10, 2), 0.3, 0, id="3-10-10-2"),
+    pytest.param((3, 10, 10, 2), 0.3, 0, id="3-10-10-2", marks=SLOW),
     pytest.param((4, 24, 16, 3), 0.3, 47, id="4-24-16-3", marks=SLOW),
 ]
 
@@ -80,7 +80,8 @@ def _ibp_share_not_inactive(net, x0, eps):
     return max(float(jnp.mean(u > 0)) for u in up)
 
 
-@pytest.mark.parametrize("method", ["ours", pytest.param("recurjac", marks=SLOW)])
+@SLOW
+@pytest.mark.parametrize("method", ["ours", "recurjac"])
 def test_sparse_equals_dense_when_budget_covers_unstable(method):
     with jax.enable_x64(True):
         for seed, sizes, eps in [(3, (6, 40, 30, 20, 4), 0.1), (5, (5, 30, 30, 3), 0.05)]:
@@ -143,3 +144,25 @@ def test_bad_options_raise():
         lipschitz.local_lipschitz_bound(net, jnp.zeros(2), 0.1, sparse=0.0)
     with pytest.raises(ValueError, match="forward must be"):
         lipschitz.local_lipschitz_bound(net, jnp.zeros(2), 0.1, forward="beta")
+
+
+def test_quick_alpha_and_sparse():
+    """CI-sized: alpha's pre-activation bounds inside CROWN's and around sampled values; the
+    sparse path equal to the dense one when its budget covers every neuron not inactive."""
+    with jax.enable_x64(True):
+        net, x0, eps = _case((3, 8, 8, 8, 2), 0.3, 4, shift=-0.3)
+        lo_c, up_c = lipschitz.preactivation_bounds(net, x0, eps)
+        lo_a, up_a = lipschitz.preactivation_bounds(net, x0, eps, forward="alpha")
+        xs = x0 + eps * np.random.default_rng(0).uniform(-1, 1, (2000, x0.size))
+        h = xs
+        for k, (w, b) in enumerate(net[:-1]):
+            z = h @ w + b
+            assert np.all(z >= np.asarray(lo_a[k]) - 1e-9)
+            assert np.all(z <= np.asarray(up_a[k]) + 1e-9)
+            assert jnp.all(lo_a[k] >= lo_c[k] - 1e-12) and jnp.all(up_a[k] <= up_c[k] + 1e-12)
+            h = np.maximum(z, 0)
+        lo, up = lipschitz.preactivation_bounds(net, x0, eps, forward="interval")
+        shares = tuple(float(jnp.mean(u > 0)) for u in up)
+        assert min(shares) < 1.0
+        dense = float(bound(net, x0, eps))
+        assert float(bound(net, x0, eps, sparse=shares)) == pytest.approx(dense, rel=1e-12)

@@ -90,6 +90,7 @@ def test_bad_branching_raises():
         lipschitz.budgeted_lipschitz_bound(net, np.zeros(2), 0.1, batch=8, max_domains=4)
 
 
+@pytest.mark.slow
 def test_budgeted_bab_on_a_tiny_net():
     """CI-sized: the domain budget stops the search, the bound stays in [exact, root]."""
     net, x0, eps, exact = _case((3, 10, 10, 2), 0.3, 0)

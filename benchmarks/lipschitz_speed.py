@@ -52,6 +52,14 @@ _CHUNK = flags.DEFINE_integer("chunk", 25, "Points per vmapped chunk.")
 _MODEL = flags.DEFINE_enum("model", "small", list(MODELS), "Which CNN.")
 _METHODS = flags.DEFINE_list("methods", ["naive", "recurjac", "ours"], "Bound methods to time.")
 _LOOP = flags.DEFINE_bool("loop", True, "Also time ours in a Python loop over points.")
+_FORWARD = flags.DEFINE_enum("forward", "crown", ["crown", "alpha"], "Forward bounds of ours.")
+_SPARSE = flags.DEFINE_string(
+    "sparse",
+    "",
+    "Also time ours with sparse intermediate rows: a fraction, or 'auto' (per hidden layer, the "
+    "largest share over the points of neurons that interval arithmetic leaves not inactive, so "
+    "the result must equal the dense one).",
+)
 _OUT = flags.DEFINE_string("out", str(OUT), "Where to write the JSON.")
 
 
@@ -86,8 +94,14 @@ def main(argv):
     xs = jnp.asarray(test["image"])
     eps = _EPS.value
 
-    def batched(method):
-        one = functools.partial(lipschitz.local_lipschitz_bound, eps=eps, method=method)
+    def batched(method, sparse=None):
+        one = functools.partial(
+            lipschitz.local_lipschitz_bound,
+            eps=eps,
+            method=method,
+            forward=_FORWARD.value if method == "ours" else "crown",
+            sparse=sparse,
+        )
         return jax.jit(
             lambda net, xs: jax.lax.map(lambda x: one(net, x), xs, batch_size=_CHUNK.value)
         )
@@ -100,9 +114,39 @@ def main(argv):
             "per_point_s": t / len(xs),
             "cpu_per_point_s": cpu / len(xs),
             "mean_bound": float(vals.mean()),
+            "values": vals,
         }
+    if _SPARSE.value and "ours" in res:
+        if _SPARSE.value == "auto":
+            ibp = jax.jit(
+                jax.vmap(
+                    lambda x: [
+                        jnp.mean(u > 0)
+                        for u in lipschitz.preactivation_bounds(net, x, eps, forward="interval")[1]
+                    ]
+                )
+            )(xs)
+            # One fraction per hidden layer (rounded up to 1e-3).
+            frac = tuple(min(1.0, float(np.ceil(float(jnp.max(f)) * 1000) / 1000)) for f in ibp)
+        else:
+            frac = float(_SPARSE.value)
+        t, cpu, vals = _time(batched("ours", frac), net, xs)
+        res["ours_sparse"] = {
+            "fraction": frac,
+            "batch_s": t,
+            "per_point_s": t / len(xs),
+            "cpu_per_point_s": cpu / len(xs),
+            "mean_bound": float(vals.mean()),
+            "max_abs_diff_vs_dense": float(
+                jnp.max(jnp.abs(vals - jnp.asarray(res["ours"]["values"])))
+            ),
+            "cpu_speedup_vs_dense": res["ours"]["cpu_per_point_s"] / (cpu / len(xs)),
+        }
+    for r in res.values():
+        r.pop("values", None)
     out = {
         "model": description,
+        "forward": _FORWARD.value,
         "hidden_neurons": sum(layer.out_size for layer in net[:-1]),
         "points": len(xs),
         "eps": eps,

@@ -128,8 +128,17 @@ def run_images(config, workdir: pathlib.Path, key, runtime: Runtime) -> dict:
         specs.append(("mnist_cnn", model, m, False, (28, 28, 1), "mnist_5k"))
     if config.cifar.enabled:
         m = config.cifar
-        model = lipschitz.cnn(m.cnn_features, m.cnn_hidden, 10, strides=tuple(m.cnn_strides))
+        kernel = tuple(m.get("cnn_kernel", (4, 4)))
+        model = lipschitz.cnn(
+            m.cnn_features, m.cnn_hidden, 10, strides=tuple(m.cnn_strides), kernel_size=kernel
+        )
         specs.append(("cifar_cnn", model, m, False, (32, 32, 3), "cifar10"))
+        if m.get("cnn6_features", ()):
+            # The paper's 6-layer CIFAR CNN (cnn_6layer_stride1_padding0 of the official code).
+            model = lipschitz.cnn(
+                m.cnn6_features, m.cnn_hidden, 10, strides=tuple(m.cnn_strides), kernel_size=kernel
+            )
+            specs.append(("cifar_cnn6", model, m, False, (32, 32, 3), "cifar10"))
     out = {}
     for i, (name, model, task, flat, shape, dataset) in enumerate(specs):
         train_d = lipschitz.image_data(dataset, "train", limit=task.num_train, flat=flat)

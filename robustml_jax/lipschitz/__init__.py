@@ -7,10 +7,18 @@ Networks via Bound Propagation", NeurIPS 2022 (arXiv 2210.07394).
     bound = lipschitz.local_lipschitz_bound([(W1, b1), (W2, b2)], x0, 0.1, method="ours")
 """
 
-from robustml_jax.lipschitz._bab import BaBResult, branch_and_bound
+from robustml_jax.lipschitz._bab import (
+    BaBResult,
+    BudgetedBaB,
+    branch_and_bound,
+    budgeted_branch_and_bound,
+)
 from robustml_jax.lipschitz._bounds import (
+    BRANCHING,
     METHODS,
+    BudgetedBound,
     GradientBounds,
+    budgeted_lipschitz_bound,
     gradient_bounds,
     local_lipschitz_bound,
     naive_bound,
@@ -50,11 +58,14 @@ from robustml_jax.lipschitz._reference import (
 __all__ = [
     "ALL_METHODS",
     "BOUND_METHODS",
+    "BRANCHING",
     "METHODS",
     "Affine",
     "AvgPool",
     "BaBResult",
     "BoundTable",
+    "BudgetedBaB",
+    "BudgetedBound",
     "ExactLipschitz",
     "Flatten",
     "GradientBounds",
@@ -63,6 +74,8 @@ __all__ = [
     "as_network",
     "bounds_table",
     "branch_and_bound",
+    "budgeted_branch_and_bound",
+    "budgeted_lipschitz_bound",
     "certify_monotone",
     "cnn",
     "diabetes_data",

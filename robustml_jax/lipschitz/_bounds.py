@@ -34,8 +34,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
-from robustml_jax.lipschitz._bab import branch_and_bound
+from robustml_jax.lipschitz._bab import branch_and_bound, budgeted_branch_and_bound
 from robustml_jax.lipschitz._network import (
     Affine,
     abs_linear,
@@ -50,7 +52,10 @@ from robustml_jax.lipschitz._network import (
 
 __all__ = [
     "METHODS",
+    "BRANCHING",
+    "BudgetedBound",
     "GradientBounds",
+    "budgeted_lipschitz_bound",
     "gradient_bounds",
     "local_lipschitz_bound",
     "naive_bound",
@@ -103,8 +108,12 @@ def _relu_relax(lo, up):
     return su, tu, sl
 
 
-def _crown_linear(net, i, lam, lowers, uppers):
+def _crown_linear(net, i, lam, lowers, uppers, slopes=None):
     """CROWN back-substitution of rows lam [R, N_i] over z_i down to the input.
+
+    ``slopes`` (alpha-CROWN): optional list, per earlier layer j, of lower-relaxation slopes at
+    its unstable neurons (broadcastable to [R, N_j], clipped to [0, 1]); None: CROWN's adaptive
+    slope. Any slope in [0, 1] gives a valid lower line of relu, so every choice is sound.
 
     Returns (coefficients over x [R, N_0], constant [R]) with lam . z_i <= coef . x + const.
     """
@@ -112,6 +121,9 @@ def _crown_linear(net, i, lam, lowers, uppers):
     lam = jax.vmap(functools.partial(linear_t, net[i]))(lam)
     for j in range(i - 1, -1, -1):
         su, tu, sl = _relu_relax(lowers[j], uppers[j])
+        if slopes is not None:
+            unstable = (lowers[j] < 0) & (uppers[j] > 0)
+            sl = jnp.where(unstable, jnp.clip(slopes[j], 0.0, 1.0), sl)
         pos, neg = jnp.maximum(lam, 0.0), jnp.minimum(lam, 0.0)
         const = const + pos @ tu
         lam = pos * su + neg * sl
@@ -128,8 +140,97 @@ def _clamp(lo, up, split):
     return lo, jnp.where(split < 0, jnp.minimum(up, 0.0), up)
 
 
-def _bounds_on_box(net, x_lo, x_up, split, forward):
-    """Pre-activation bounds over the box [x_lo, x_up] and, for CROWN, their linear forms."""
+# alpha-CROWN schedule of the official code: 20 Adam steps, lr 0.5, decay 0.98 per step.
+ALPHA_STEPS, ALPHA_LR, ALPHA_DECAY = 20, 0.5, 0.98
+
+
+def _share(sparse, i):
+    """The row fraction of hidden layer i: ``sparse`` is one fraction or one per hidden layer."""
+    return sparse[i] if isinstance(sparse, tuple | list) else sparse
+
+
+def _row_selection(priority, fraction):
+    """Indices [m] of the m = ceil(fraction * N) neurons of highest priority (static m)."""
+    n = priority.shape[0]
+    m = max(1, min(n, int(-(-fraction * n // 1))))
+    if m == n:
+        return jnp.arange(n)
+    return jax.lax.top_k(priority, m)[1]
+
+
+def _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward, weight):
+    """CROWN (or alpha-CROWN) upper bounds of z_i[idx] and -z_i[idx] over the box.
+
+    ``weight`` [m]: each selected neuron's weight in alpha's objective (0 for neurons that
+    interval arithmetic already proves inactive: their bounds never matter).
+
+    Returns (ub [2m] (first m rows: z, last m: -z), coef [2m, N_0], const [2m]).
+    """
+    n, m = net[i].out_size, idx.shape[0]
+    dtype = x_c.dtype
+    sel = jax.nn.one_hot(idx, n, dtype=dtype)
+    rows = jax.lax.optimization_barrier(jnp.concatenate([sel, -sel]))
+
+    def evaluate(slopes):
+        coef, const = _crown_linear(net, i, rows, lowers, uppers, slopes)
+        return coef @ x_c + jnp.abs(coef) @ x_r + const, coef, const
+
+    ub, coef, const = evaluate(None)
+    if forward != "alpha" or i == 0:
+        return ub, coef, const
+    # alpha-CROWN: one slope vector per earlier layer for the z rows and one for the -z rows,
+    # optimised by Adam on the sum of the row bounds (rows of neurons that interval arithmetic
+    # proves inactive left out, so the sparse path optimises the same objective), initialised
+    # at CROWN's adaptive slope;
+    # every row keeps its best bound over the iterations (CROWN's included), so the result is
+    # never looser than CROWN.
+    init = [jnp.stack([_relu_relax(lowers[j], uppers[j])[2]] * 2) for j in range(i)]
+
+    def per_row(a):  # [2, N_j] -> [2m, N_j]
+        return jnp.repeat(a, m, axis=0)
+
+    row_weight = jnp.concatenate([weight, weight])
+
+    def loss(params):
+        return evaluate([per_row(a) for a in params])[0] @ row_weight
+
+    opt = optax.adam(optax.exponential_decay(ALPHA_LR, 1, ALPHA_DECAY))
+
+    def step(carry, _):
+        params, state, best_ub, best_coef, best_const = carry
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        params = [jnp.clip(p, 0.0, 1.0) for p in optax.apply_updates(params, updates)]
+        new_ub, new_coef, new_const = evaluate([per_row(a) for a in params])
+        better = new_ub < best_ub
+        return (
+            params,
+            state,
+            jnp.where(better, new_ub, best_ub),
+            jnp.where(better[:, None], new_coef, best_coef),
+            jnp.where(better, new_const, best_const),
+        ), None
+
+    carry = (init, opt.init(init), ub, coef, const)
+    carry, _ = jax.lax.scan(step, carry, None, length=ALPHA_STEPS)
+    return carry[2], carry[3], carry[4]
+
+
+def _bounds_on_box(net, x_lo, x_up, split, forward, sparse=None):
+    """Pre-activation bounds over the box [x_lo, x_up] and, for CROWN, their linear forms.
+
+    ``sparse`` (a fraction in (0, 1], or None for all rows): CROWN rows are computed only for
+    the ceil(sparse * N_k) neurons of each layer that interval arithmetic leaves unstable first,
+    then active (an inactive neuron's bounds never matter: relu is 0 on them either way); the
+    rest keep their interval bounds. When the budget covers every neuron that interval
+    arithmetic does not prove inactive, the bounds equal the dense ones. ``forms`` holds, per
+    layer, (coef [N_k, N_0], const [N_k]) of the upper bounds of z and of -z in [2, ...] stacks
+    (rows without a CROWN bound hold their interval bound as a constant).
+    """
+    if forward == "alpha":
+        # CROWN is not monotone in the earlier layers' bounds, so alpha's bounds are also
+        # intersected with a plain CROWN pass: never looser than CROWN, layer by layer.
+        crown_lo, crown_up, _ = _bounds_on_box(net, x_lo, x_up, split, "crown", sparse)
     lowers, uppers, forms = [], [], []
     center, radius = (x_lo + x_up) / 2, (x_up - x_lo) / 2
     x_c, x_r = center, radius
@@ -139,13 +240,28 @@ def _bounds_on_box(net, x_lo, x_up, split, forward):
         zc = linear(net[i], center) + net[i].bias
         zr = abs_linear(net[i], radius)
         lo, up = zc - zr, zc + zr
-        if forward == "crown":
-            coef, const = _crown_linear(net, i, _signed_eye(n, x_lo.dtype), lowers, uppers)
-            ub = coef @ x_c + jnp.abs(coef) @ x_r + const
-            lo, up = jnp.maximum(lo, -ub[n:]), jnp.minimum(up, ub[:n])
+        if forward == "alpha":
+            lo, up = jnp.maximum(lo, crown_lo[i]), jnp.minimum(up, crown_up[i])
+        if forward in ("crown", "alpha"):
+            priority = jnp.where(lo >= 0, 1.0, jnp.where(up <= 0, 0.0, 2.0))
+            idx = jnp.arange(n) if sparse is None else _row_selection(priority, _share(sparse, i))
+            m = idx.shape[0]
+            weight = (priority[idx] > 0).astype(x_c.dtype)
+            ub, coef, const = _layer_rows(net, i, lowers, uppers, x_c, x_r, idx, forward, weight)
+            if sparse is not None:
+                lo = lo.at[idx].max(-ub[m:])
+                up = up.at[idx].min(ub[:m])
+                coef_u = jnp.zeros((n, x_c.shape[0]), coef.dtype).at[idx].set(coef[:m])
+                coef_l = jnp.zeros((n, x_c.shape[0]), coef.dtype).at[idx].set(coef[m:])
+                const_u = up.at[idx].set(const[:m])
+                const_l = (-lo).at[idx].set(const[m:])
+                coef = jnp.concatenate([coef_u, coef_l])
+                const = jnp.concatenate([const_u, const_l])
+            else:
+                lo, up = jnp.maximum(lo, -ub[n:]), jnp.minimum(up, ub[:n])
             forms.append((coef, const))
         elif forward != "interval":
-            raise ValueError(f"forward must be 'crown' or 'interval', got {forward!r}")
+            raise ValueError(f"forward must be 'crown', 'alpha' or 'interval', got {forward!r}")
         sp = None if split is None else split[offset : offset + n]
         lo, up = _clamp(lo, up, sp)
         lowers.append(lo)
@@ -222,7 +338,9 @@ def _phase_certificate(a, b, act, x_lo, x_up, extra_a, extra_b, extra_on, *, ste
     )
 
 
-def _domain_box_bounds(net, box, split, forward, passes: int = 1, dual_steps: int = 30):
+def _domain_box_bounds(
+    net, box, split, forward, passes: int = 1, dual_steps: int = 30, sparse=None
+):
     """Pre-activation bounds over {x in the ball : split constraints}.
 
     With splits and CROWN, each split neuron's linear bound gives a linear constraint on x
@@ -236,9 +354,9 @@ def _domain_box_bounds(net, box, split, forward, passes: int = 1, dual_steps: in
       (lowers, uppers, effective split [S] or None, empty: bool scalar).
     """
     x_lo, x_up = box
-    lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, split, forward)
+    lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, split, forward, sparse)
     empty = jnp.zeros((), bool)
-    if split is None or forward != "crown":
+    if split is None or forward == "interval":
         return lowers, uppers, split, empty
     eff = split
     for _ in range(passes):
@@ -276,7 +394,7 @@ def _domain_box_bounds(net, box, split, forward, passes: int = 1, dual_steps: in
             d_active, d_inactive = d[1 : 1 + s_total], d[1 + s_total :]
             eff = jnp.where(free & (d_active < -1e-6), 1, eff)
             eff = jnp.where(free & (d_inactive < -1e-6) & (eff == 0), -1, eff).astype(split.dtype)
-        lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, eff, forward)
+        lowers, uppers, forms = _bounds_on_box(net, x_lo, x_up, eff, forward, sparse)
     return lowers, uppers, eff, empty
 
 
@@ -290,6 +408,7 @@ def preactivation_bounds(
     forward: str = "crown",
     x_min=None,
     x_max=None,
+    sparse=None,
 ) -> tuple[list[jax.Array], list[jax.Array]]:
     """Bounds on every hidden pre-activation z_k over {x : ||x - x0||_inf <= eps}.
 
@@ -299,8 +418,11 @@ def preactivation_bounds(
       eps: radius.
       split: optional [S] int array of branch constraints (+1: z >= 0, -1: z <= 0, 0: free);
         the bounds then hold on the part of the ball that satisfies them.
-      forward: "interval" (IBP) or "crown" (CROWN, intersected with IBP).
+      forward: "interval" (IBP), "crown" (CROWN, intersected with IBP) or "alpha"
+        (alpha-CROWN: CROWN's lower slopes optimised, 20 Adam steps, lr 0.5, decay 0.98).
       x_min, x_max: optional data range (scalars or [N_0]): the ball is intersected with it.
+      sparse: None (CROWN rows for every neuron) or a fraction in (0, 1]: rows only for that
+        share of each layer, unstable neurons first (see ``local_lipschitz_bound``).
 
     Returns:
       (lowers, uppers): lists of [N_k] for the hidden layers k = 0..L-2.
@@ -309,7 +431,8 @@ def preactivation_bounds(
     x0 = jnp.asarray(x0)
     validate_input(net, x0, eps)
     box = input_box(x0, eps, x_min, x_max)
-    lowers, uppers, _, _ = _domain_box_bounds(net, box, split, forward)
+    _check_options(forward, sparse)
+    lowers, uppers, _, _ = _domain_box_bounds(net, box, split, forward, sparse=sparse)
     return lowers, uppers
 
 
@@ -333,7 +456,7 @@ def _relax_grad(lam, active, inactive, lo, up, mode):
     not inactive, y is replaced by the constant interval [lo, up] (active neurons included);
     elsewhere as "chord" (exact there, since relu of a sign-definite a is linear).
 
-    Returns (coefficients over a [R, N], constant [R]).
+    Returns (coefficients over a [R, N], constant [R, N] per neuron: sum it for the bound).
     """
     phi_l, phi_u = _phi_ends(lam, lo, up)
     width = up - lo
@@ -347,18 +470,28 @@ def _relax_grad(lam, active, inactive, lo, up, mode):
         const = jnp.where(mixed, jnp.maximum(lam, 0.0) * up + jnp.minimum(lam, 0.0) * lo, const)
     elif mode != "chord":
         raise ValueError(f"mode must be 'chord' or 'recurjac', got {mode!r}")
-    return coef, const.sum(-1)
+    return coef, const
 
 
-def _grad_upper(net, i, lam, c, status, a_lo, a_up, mode):
-    """Upper bound of ``lam . g_i`` (rows lam [R, N_i]) by back-substitution down to g_{L-1} = c."""
+def _grad_upper(net, i, lam, c, status, a_lo, a_up, mode, intercepts=False):
+    """Upper bound of ``lam . g_i`` (rows lam [R, N_i]) by back-substitution down to g_{L-1} = c.
+
+    With ``intercepts``, also returns, per layer j >= i, (the intercepts [R, N_j] that each
+    neuron's relaxation adds to the bound (0 where the relaxation is exact), the coefficients
+    [R, N_j] on y_j before relaxing it): the inputs of the BaBSR and area heuristics.
+    """
     last = len(net) - 1
     const = jnp.zeros(lam.shape[:1], lam.dtype)
+    per_neuron = []
     for j in range(i, last):
         active, inactive = status[j]
+        coef_in = lam
         lam, t = _relax_grad(lam, active, inactive, a_lo[j], a_up[j], mode)
-        const = const + t
+        const = const + t.sum(-1)
+        per_neuron.append((t, coef_in))
         lam = jax.vmap(functools.partial(linear, net[j + 1]))(lam)
+    if intercepts:
+        return lam @ c + const, per_neuron
     return lam @ c + const
 
 
@@ -374,8 +507,13 @@ def _interval_t(layer, g_lo, g_up):
     return ac - ar, ac + ar
 
 
-def _backward_bounds(net, c, status, mode):
-    """Bounds on every a_k and on v; ``mode`` in {"chord", "recurjac", "interval"}."""
+def _backward_bounds(net, c, status, mode, sparse=None):
+    """Bounds on every a_k and on v; ``mode`` in {"chord", "recurjac", "interval"}.
+
+    ``sparse``: linear-bound rows for a_k only at a share of the neurons, unstable then active
+    first; an inactive neuron's a_k bound is never used (g_k = 0 there), so the result equals
+    the dense one whenever the share covers every neuron that is not inactive.
+    """
     last = len(net) - 1
     a_lo: list = [None] * last
     a_up: list = [None] * last
@@ -384,9 +522,21 @@ def _backward_bounds(net, c, status, mode):
         lo, up = _interval_t(net[i + 1], g_lo, g_up)
         if mode != "interval":
             n = net[i].out_size
-            rows = jax.vmap(functools.partial(linear, net[i + 1]))(_signed_eye(n, c.dtype))
+            if sparse is None:
+                eye = _signed_eye(n, c.dtype)
+            else:
+                active, inactive = status[i]
+                priority = jnp.where(inactive, 0.0, jnp.where(active, 1.0, 2.0))
+                idx = _row_selection(priority, _share(sparse, i))
+                sel = jax.nn.one_hot(idx, n, dtype=c.dtype)
+                eye = jax.lax.optimization_barrier(jnp.concatenate([sel, -sel]))
+            rows = jax.vmap(functools.partial(linear, net[i + 1]))(eye)
             ub = _grad_upper(net, i + 1, rows, c, status, a_lo, a_up, mode)
-            lo, up = jnp.maximum(lo, -ub[n:]), jnp.minimum(up, ub[:n])
+            if sparse is None:
+                lo, up = jnp.maximum(lo, -ub[n:]), jnp.minimum(up, ub[:n])
+            else:
+                m = idx.shape[0]
+                lo, up = lo.at[idx].max(-ub[m:]), up.at[idx].min(ub[:m])
         a_lo[i], a_up[i] = lo, up
         g_lo, g_up = _g_interval(*status[i], lo, up)
     v_lo, v_up = _interval_t(net[0], g_lo, g_up)
@@ -411,9 +561,9 @@ def _status(lowers, uppers, split, net):
     return status
 
 
-def _forward_part(net, box, split, forward):
+def _forward_part(net, box, split, forward, sparse=None):
     """Forward bounds and neuron status of one domain (shared by every output direction)."""
-    lowers, uppers, split, empty = _domain_box_bounds(net, box, split, forward)
+    lowers, uppers, split, empty = _domain_box_bounds(net, box, split, forward, sparse=sparse)
     status = _status(lowers, uppers, split, net)
     infeasible = empty
     for lo, up in zip(lowers, uppers, strict=True):
@@ -421,10 +571,16 @@ def _forward_part(net, box, split, forward):
     return lowers, uppers, status, infeasible
 
 
-def _bound_for_c(net, c, lowers, uppers, status, infeasible, method) -> GradientBounds:
+BRANCHING = ("score", "babsr", "area", "index")
+
+
+def _bound_for_c(
+    net, c, lowers, uppers, status, infeasible, method, sparse=None, branching="score"
+) -> GradientBounds:
     mode = {"ours": "chord", "recurjac": "recurjac", "interval": "interval"}[method]
-    a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode)
+    a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode, sparse)
     lip = jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)).sum()
+    slack = None
     if mode != "interval" and len(net) > 1:
         # Chord of |v_i| on [v_lo, v_up] (the l1 dual norm node, one relaxation for every
         # method as in the official code's gradient-norm node), then back-substitution.
@@ -434,17 +590,34 @@ def _bound_for_c(net, c, lowers, uppers, status, infeasible, method) -> Gradient
         )
         t = jnp.abs(v_lo) - s * v_lo
         row = linear(net[0], s)[None]
-        chord = _grad_upper(net, 0, row, c, status, a_lo, a_up, mode)[0] + t.sum()
+        chord, slack = _grad_upper(net, 0, row, c, status, a_lo, a_up, mode, intercepts=True)
+        chord = chord[0] + t.sum()
         lip = jnp.minimum(lip, chord)
-    # Branching score: how wide the gradient through an unstable neuron can be, times how
-    # balanced its forward interval is (split-able neurons only).
+    # Branching scores (split-able neurons only), all on the backward graph as in the official
+    # code's heuristics:
+    #   "score": how wide the gradient through the neuron can be, times how balanced its
+    #     forward interval is;
+    #   "babsr": the intercept that the neuron's relaxation adds to the final (l1 chord) bound,
+    #     i.e. what splitting it removes from that bound (BaBSR), plus a small "score" term to
+    #     break ties between neurons with zero intercept;
+    #   "area": the official "area": (a_lo^2 + a_up^2) (the relaxation's area on the incoming
+    #     gradient's interval, up to 1/2) times |coefficient| of the neuron in the final bound;
+    #   "index": the first free neuron (no information: a weak baseline for the tests).
+    if branching not in BRANCHING:
+        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
     scores = []
-    for (active, inactive), lo, up, alo, aup in zip(
-        status, lowers, uppers, a_lo, a_up, strict=True
+    for j, ((active, inactive), lo, up, alo, aup) in enumerate(
+        zip(status, lowers, uppers, a_lo, a_up, strict=True)
     ):
         free = ~active & ~inactive
         balance = jnp.minimum(up, -lo) / jnp.maximum(up - lo, _TINY)
         sc = jnp.maximum(jnp.abs(alo), jnp.abs(aup)) * balance
+        if branching == "index":
+            sc = -jnp.arange(lo.shape[0], dtype=lo.dtype) - 1e6 * j
+        elif branching == "area" and slack is not None:
+            sc = (alo**2 + aup**2) * jnp.abs(slack[j][1][0]) + 1e-3 * sc
+        elif branching == "babsr" and slack is not None:
+            sc = slack[j][0][0] + 1e-3 * sc
         scores.append(jnp.where(free, sc, -jnp.inf))
     score = jnp.concatenate(scores) if scores else jnp.zeros((0,), c.dtype)
     return GradientBounds(lip, v_lo, v_up, score, infeasible)
@@ -477,10 +650,20 @@ def _directions(net, c, dtype):
     return c[None]
 
 
-def _domain_bound(net, box, cs, split, method, forward):
+def _check_options(forward, sparse):
+    if forward not in ("crown", "alpha", "interval"):
+        raise ValueError(f"forward must be 'crown', 'alpha' or 'interval', got {forward!r}")
+    shares = sparse if isinstance(sparse, tuple | list) else [sparse]
+    if sparse is not None and not all(0.0 < float(f) <= 1.0 for f in shares):
+        raise ValueError(
+            f"sparse must be None, a fraction in (0, 1] or a tuple of them, got {sparse}"
+        )
+
+
+def _domain_bound(net, box, cs, split, method, forward, sparse=None, branching="score"):
     """Max over directions cs [K', K] of the bound on one domain; score of the argmax direction."""
-    fwd = _forward_part(net, box, split, forward)
-    res = jax.lax.map(lambda c: _bound_for_c(net, c, *fwd, method), cs)
+    fwd = _forward_part(net, box, split, forward, sparse)
+    res = jax.lax.map(lambda c: _bound_for_c(net, c, *fwd, method, sparse, branching), cs)
     best = jnp.argmax(res.lipschitz)
     lip = jnp.where(res.infeasible[best], -jnp.inf, res.lipschitz.max())
     return lip, res.score[best]
@@ -497,6 +680,7 @@ def gradient_bounds(
     forward: str = "crown",
     x_min=None,
     x_max=None,
+    sparse=None,
 ) -> GradientBounds:
     """Bounds on each partial derivative d(c.f)/dx_i over the l_inf ball (monotonicity).
 
@@ -509,8 +693,8 @@ def gradient_bounds(
       eps: radius >= 0.
       c: [K] output direction.
       method: "ours", "recurjac" or "interval".
-      forward: pre-activation bounds, "crown" or "interval".
-      x_min, x_max: optional data range, as in :func:`local_lipschitz_bound`.
+      forward: pre-activation bounds, "crown", "alpha" or "interval".
+      x_min, x_max, sparse: as in :func:`local_lipschitz_bound`.
 
     Returns:
       :class:`GradientBounds` of the whole ball (``lower`` / ``upper`` [N_0] are the partial
@@ -523,7 +707,9 @@ def gradient_bounds(
         raise ValueError(f"gradient_bounds: method must be ours/recurjac/interval, got {method!r}")
     cs = _directions(net, c, x0.dtype)
     box = input_box(x0, eps, x_min, x_max)
-    return _bound_for_c(net, cs[0], *_forward_part(net, box, None, forward), method)
+    _check_options(forward, sparse)
+    fwd = _forward_part(net, box, None, forward, sparse)
+    return _bound_for_c(net, cs[0], *fwd, method, sparse)
 
 
 @full_precision
@@ -540,6 +726,7 @@ def partial_derivative_bound(
     forward: str = "crown",
     x_min=None,
     x_max=None,
+    sparse=None,
 ) -> jax.Array:
     """Lower bound of ``sign * d(c.f)/dx_feature`` over the ball, tightened by branch-and-bound.
 
@@ -555,7 +742,7 @@ def partial_derivative_bound(
       c: [K] output direction.
       sign: +1.0 or -1.0 (may be traced).
       bab_steps, bab_batch: as in :func:`local_lipschitz_bound`.
-      forward, x_min, x_max: as in :func:`local_lipschitz_bound`.
+      forward, x_min, x_max, sparse: as in :func:`local_lipschitz_bound`.
 
     Returns:
       Scalar lower bound of ``sign * d(c.f)/dx_feature``.
@@ -563,12 +750,13 @@ def partial_derivative_bound(
     net = as_network(layers)
     x0 = jnp.asarray(x0)
     validate_input(net, x0, eps)
+    _check_options(forward, sparse)
     cs = _directions(net, c, x0.dtype)
     box = input_box(x0, eps, x_min, x_max)
 
     def bound_fn(split):
-        fwd = _forward_part(net, box, split, forward)
-        res = _bound_for_c(net, cs[0], *fwd, "ours")
+        fwd = _forward_part(net, box, split, forward, sparse)
+        res = _bound_for_c(net, cs[0], *fwd, "ours", sparse)
         worst = jnp.where(sign > 0, -res.lower[feature], res.upper[feature])
         return jnp.where(fwd[3], -jnp.inf, worst), res.score
 
@@ -594,6 +782,9 @@ def local_lipschitz_bound(
     activation: str = "relu",
     x_min=None,
     x_max=None,
+    sparse=None,
+    branching: str = "score",
+    bab_per_class: bool = False,
 ) -> jax.Array:
     """Upper bound on max_{||x - x0||_inf <= eps} ||d(c . f)/dx||_1 over Clarke gradients.
 
@@ -612,11 +803,26 @@ def local_lipschitz_bound(
         eps).
       bab_steps: branch-and-bound iterations (0: none); each splits ``bab_batch`` domains.
       bab_batch: domains split per iteration.
-      forward: pre-activation bounds, "crown" or "interval".
+      forward: pre-activation bounds: "crown" (CROWN's adaptive lower slopes, intersected with
+        interval bounds), "alpha" (alpha-CROWN: per layer, the lower slopes of the earlier
+        unstable ReLUs, one vector for the z rows and one for the -z rows, optimised by Adam
+        on the sum of the bounds with the official schedule, 20 steps, lr 0.5, decay 0.98;
+        each bound is the best over the steps, so never looser than "crown") or "interval".
       activation: must be "relu" (the only activation the relaxation supports).
       x_min, x_max: optional data range (scalars or [N_0]); the bound then holds over the
         box ``[max(x0 - eps, x_min), min(x0 + eps, x_max)]``, the ball intersected with the
         data domain as in the official code.
+      sparse: None, or a fraction in (0, 1] or a tuple of one per hidden layer (static):
+        linear-bound rows (forward pre-activation
+        bounds and backward-graph bounds) are computed only for that share of each layer's
+        neurons, unstable first, then active; the others keep interval bounds. Sound for any
+        fraction; equal to the dense result when the share covers every neuron not proven
+        inactive (interval bounds for the forward rows, final status for the backward rows).
+      branching: BaB's branching heuristic: "score" (gradient width x balance), "babsr" (the
+        intercept each neuron's relaxation adds to the final bound), "area" (the official
+        area score: (a_lo^2 + a_up^2) x |coefficient|) or "index" (first free neuron).
+      bab_per_class: with ``c=None``, run a separate BaB (``bab_steps`` each) for every output
+        class, as the official code does, instead of one BaB on the max over classes.
 
     Returns:
       Scalar upper bound.
@@ -630,19 +836,135 @@ def local_lipschitz_bound(
         raise ValueError(f"bab_steps must be >= 0 and bab_batch >= 1, got {bab_steps}, {bab_batch}")
     dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.float32
     x0 = x0.astype(dtype)
+    _check_options(forward, sparse)
     box = input_box(x0, eps, x_min, x_max)
     if method == "naive":
         return naive_bound(net, None if c is None else jnp.asarray(c, dtype))
     cs = _directions(net, c, dtype)
-    if bab_steps == 0 or len(net) == 1:
-        lip, _ = _domain_bound(net, box, cs, None, method, forward)
-    else:
-        lip = branch_and_bound(
-            lambda split: _domain_bound(net, box, cs, split, method, forward),
-            num_neurons=sum(layer.out_size for layer in net[:-1]),
+    if branching not in BRANCHING:
+        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    num = sum(layer.out_size for layer in net[:-1])
+
+    def run_bab(directions):
+        return branch_and_bound(
+            lambda split: _domain_bound(
+                net, box, directions, split, method, forward, sparse, branching
+            ),
+            num_neurons=num,
             steps=bab_steps,
             batch=bab_batch,
             dtype=dtype,
         ).bound
+
+    if bab_steps == 0 or len(net) == 1:
+        lip, _ = _domain_bound(net, box, cs, None, method, forward, sparse)
+    elif bab_per_class:
+        lip = jax.lax.map(lambda c: run_bab(c[None]), cs).max()
+    else:
+        lip = run_bab(cs)
     # A traced eps cannot raise; a negative one gives NaN rather than a meaningless bound.
     return jnp.where(jnp.asarray(eps) < 0, jnp.nan, lip)
+
+
+class BudgetedBound(NamedTuple):
+    """Result of :func:`budgeted_lipschitz_bound` (host values).
+
+    Attributes:
+      bound: the Lipschitz bound (max over classes).
+      root: [K] per-class bounds before BaB.
+      per_class: [K] per-class bounds after BaB (= root for classes BaB skipped).
+      domains: [K] domains used per class (0: skipped).
+      seconds: [K] wall time of each class's BaB (compilation included).
+      stopped: [K] why each class's BaB stopped: "time", "domains", "done" or "skipped" (its
+        root bound was already below the bound of a class finished before it).
+    """
+
+    bound: float
+    root: np.ndarray
+    per_class: np.ndarray
+    domains: np.ndarray
+    seconds: np.ndarray
+    stopped: list
+
+
+def budgeted_lipschitz_bound(
+    layers,
+    x0,
+    eps,
+    *,
+    c=None,
+    method: str = "ours",
+    forward: str = "crown",
+    branching: str = "babsr",
+    batch: int = 128,
+    max_domains: int = 200_000,
+    time_budget_s: float = 60.0,
+    chunk_steps: int = 4,
+    x_min=None,
+    x_max=None,
+    sparse=None,
+) -> BudgetedBound:
+    """Per-class BaB under time and domain budgets, the official code's protocol (host loop).
+
+    Each output class (or the single direction ``c``) gets its own BaB
+    (:func:`budgeted_branch_and_bound`, ``time_budget_s`` and ``max_domains`` each). Classes run
+    in decreasing order of their root bound, and a class whose root bound is already at or
+    below the best bound finished so far is skipped: the max over classes cannot change. Not
+    jittable (it reads the clock); sound whenever it stops.
+
+    Args:
+      layers, x0, eps, c, method, forward, x_min, x_max, sparse: as in
+        :func:`local_lipschitz_bound` (``method`` "ours" or "recurjac").
+      branching: "babsr" (default), "score", "area" or "index".
+      batch, max_domains, time_budget_s, chunk_steps: as in
+        :func:`budgeted_branch_and_bound` (the official: 128, 200,000, 60 s).
+
+    Returns:
+      :class:`BudgetedBound`.
+    """
+    net = as_network(layers)
+    x0 = jnp.asarray(x0)
+    validate_input(net, x0, eps)
+    if method not in ("ours", "recurjac"):
+        raise ValueError(f"budgeted BaB: method must be 'ours' or 'recurjac', got {method!r}")
+    if branching not in BRANCHING:
+        raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
+    _check_options(forward, sparse)
+    dtype = x0.dtype if jnp.issubdtype(x0.dtype, jnp.floating) else jnp.float32
+    x0 = x0.astype(dtype)
+    box = input_box(x0, eps, x_min, x_max)
+    cs = _directions(net, c, dtype)
+    num = sum(layer.out_size for layer in net[:-1])
+
+    @jax.jit
+    @full_precision
+    def roots(box):
+        fwd = _forward_part(net, box, None, forward, sparse)
+        return jax.lax.map(lambda d: _bound_for_c(net, d, *fwd, method, sparse).lipschitz, cs)
+
+    root = np.asarray(roots(box), np.float64)
+    k = cs.shape[0]
+    per_class, domains = root.copy(), np.zeros(k, np.int64)
+    seconds, stopped = np.zeros(k), ["skipped"] * k
+    best = -np.inf
+    for i in np.argsort(-root):
+        if root[i] <= best or len(net) == 1:
+            continue
+        direction = cs[i][None]
+
+        def bound_fn(split, direction=direction):
+            return _domain_bound(net, box, direction, split, method, forward, sparse, branching)
+
+        res = budgeted_branch_and_bound(
+            bound_fn,
+            num_neurons=num,
+            batch=batch,
+            max_domains=max_domains,
+            time_budget_s=time_budget_s,
+            chunk_steps=chunk_steps,
+            dtype=dtype,
+        )
+        per_class[i] = min(res.bound, root[i])
+        domains[i], seconds[i], stopped[i] = res.domains, res.seconds, res.stopped
+        best = max(best, per_class[i])
+    return BudgetedBound(float(per_class.max()), root, per_class, domains, seconds, stopped)

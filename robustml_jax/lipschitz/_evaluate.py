@@ -42,7 +42,7 @@ __all__ = [
     "summarize",
 ]
 
-BOUND_METHODS = ("naive", "interval", "recurjac", "ours", "ours_bab")
+BOUND_METHODS = ("naive", "interval", "recurjac", "ours", "ours_alpha", "ours_bab")
 ALL_METHODS = (*BOUND_METHODS, "sampled", "exact")
 _TOL = 1e-4  # relative and absolute slack of the soundness and ordering checks (float32 bounds)
 
@@ -102,7 +102,8 @@ def evaluate_bounds(
       key: PRNG key of the sampled lower bound; point p uses ``fold_in(key, p)``.
       points: [P, N_0] ball centres.
       eps: l_inf radius.
-      methods: which of :data:`BOUND_METHODS` to run ("ours_bab" only with ``bab_steps > 0``).
+      methods: which of :data:`BOUND_METHODS` to run ("ours_bab" only with ``bab_steps > 0``;
+        "ours_alpha" is ours with alpha-CROWN forward bounds).
       bab_steps, bab_batch: branch-and-bound budget of "ours_bab".
       samples, ascent_starts, ascent_steps: the sampled lower bound's budget.
       exact: also compute the exact value (dense nets only; skipped with a warning when the
@@ -120,6 +121,10 @@ def evaluate_bounds(
     fns = {}
     for m in [m for m in ("naive", "interval", "recurjac", "ours") if m in methods]:
         fns[m] = jax.jit(functools.partial(local_lipschitz_bound, eps=eps, method=m))
+    if "ours_alpha" in methods:  # alpha-CROWN forward bounds (20 Adam steps per layer)
+        fns["ours_alpha"] = jax.jit(
+            functools.partial(local_lipschitz_bound, eps=eps, method="ours", forward="alpha")
+        )
     if bab_steps > 0 and "ours_bab" in methods:
         fns["ours_bab"] = jax.jit(
             functools.partial(
@@ -190,9 +195,10 @@ def summarize(table: BoundTable) -> dict:
     """Per-method means and seconds, and the soundness / ordering / exactness checks of a task.
 
     Keys: ``<method>_mean``, ``<method>_time_s`` (methods that ran); ``sound_vs_sampled``
-    (every bound >= the sampled lower bound); ``ordering_holds`` (ours <= recurjac <= naive and
-    ours_bab <= ours at every point); with exact values: ``exact_points``, ``gap_ours_pct``,
-    ``gap_ours_bab_pct``, ``gap_recurjac_pct`` (mean % above exact) and ``sound_vs_exact``.
+    (every bound >= the sampled lower bound); ``ordering_holds`` (ours <= recurjac <= naive,
+    ours_bab <= ours and ours_alpha <= ours at every point); with exact values:
+    ``exact_points``, ``gap_ours_pct``, ``gap_ours_bab_pct``, ``gap_ours_alpha_pct``,
+    ``gap_recurjac_pct`` (mean % above exact) and ``sound_vs_exact``.
     """
     vals, times = np.asarray(table.values), np.asarray(table.times)
     col = {m: vals[:, i] for i, m in enumerate(ALL_METHODS)}
@@ -210,6 +216,8 @@ def summarize(table: BoundTable) -> dict:
     ordered &= col["recurjac"] <= col["naive"] * (1 + tol) + tol
     if "ours_bab" in _ran(col):
         ordered &= col["ours_bab"] <= col["ours"] * (1 + tol) + tol
+    if "ours_alpha" in _ran(col):
+        ordered &= col["ours_alpha"] <= col["ours"] * (1 + tol) + tol
     out["ordering_holds"] = bool(np.all(ordered))
     if "exact" in _ran(col):
         ok = ~np.isnan(col["exact"])
@@ -219,6 +227,8 @@ def summarize(table: BoundTable) -> dict:
             out["gap_ours_pct"] = float(np.mean(col["ours"][ok] / ex - 1) * 100)
             if "ours_bab" in _ran(col):
                 out["gap_ours_bab_pct"] = float(np.mean(col["ours_bab"][ok] / ex - 1) * 100)
+            if "ours_alpha" in _ran(col):
+                out["gap_ours_alpha_pct"] = float(np.mean(col["ours_alpha"][ok] / ex - 1) * 100)
             out["gap_recurjac_pct"] = float(np.mean(col["recurjac"][ok] / ex - 1) * 100)
             out["sound_vs_exact"] = bool(
                 all(

@@ -44,6 +44,20 @@ VARIANTS = {
     # 1, 8,972 hidden ReLUs) in place of the stride-2 one; ours takes about 6 s of CPU per
     # point on it (benchmarks/results/lipschitz_speed_official.json, NOTES.md).
     "official_cnn": {"mnist.cnn_features": (8, 8), "mnist.cnn_strides": (1, 1)},
+    # The paper's CIFAR-10 models (cnn_4layer / cnn_6layer_stride1_padding0 of the official
+    # code: 3x3 convolutions of width 32, stride 1, no padding, fc256; 54,144 and 94,208 hidden
+    # ReLUs): a GPU-scale run, several minutes per point on 2 CPU cores.
+    "paper_cifar": {
+        "synthetic.enabled": False,
+        "mnist.enabled": False,
+        "monotone.enabled": False,
+        "cifar.enabled": True,
+        "cifar.cnn_features": (32, 32),
+        "cifar.cnn6_features": (32, 32, 32, 32),
+        "cifar.cnn_strides": (1, 1),
+        "cifar.cnn_kernel": (3, 3),
+        "cifar.cnn_hidden": 256,
+    },
     "full": {
         "train_steps": 3000,
         "num_points": 20,
@@ -60,8 +74,15 @@ VARIANTS = {
         "mnist.num_points": 100,
         "mnist.bab_steps": 50,
         "mnist.cnn_bab_steps": 5,
+        "mnist.cnn_features": (8, 8),  # the paper's models (see official_cnn, paper_cifar)
+        "mnist.cnn_strides": (1, 1),
         "cifar.enabled": True,
         "cifar.num_points": 20,
+        "cifar.cnn_features": (32, 32),
+        "cifar.cnn6_features": (32, 32, 32, 32),
+        "cifar.cnn_strides": (1, 1),
+        "cifar.cnn_kernel": (3, 3),
+        "cifar.cnn_hidden": 256,
         "monotone.bab_steps": 50,
         "monotone.bab_points": 10_000,
         "monotone.samples": 512,
@@ -117,6 +138,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
             "num_train": 5000,
             "cnn_features": (8, 16),
             "cnn_strides": (2, 2),
+            "cnn_kernel": (4, 4),
+            "cnn6_features": (),  # () skips the 6-layer CNN
             "cnn_hidden": 100,
             "eps": 2.0 / 255,
             "num_points": 2,

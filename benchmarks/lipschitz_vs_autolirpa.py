@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import _sidevenv
 from robustml_jax import lipschitz
 from robustml_jax.core.results import atomic_write_text, to_jsonable
 
@@ -151,9 +152,9 @@ json.dump(out, open(sys.argv[2], "w"))
 
 def ensure_lirpa_venv(venv: pathlib.Path, source: pathlib.Path) -> tuple[pathlib.Path | None, str]:
     """A venv with CPU torch and auto_LiRPA installed from ``source`` (``--no-deps``)."""
+    check = "import torch, auto_LiRPA"
     py = venv / "bin" / "python"
-    check = [str(py), "-c", "import torch, auto_LiRPA; print(torch.__version__)"]
-    if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+    if py.exists() and subprocess.run([str(py), "-c", check], capture_output=True).returncode == 0:
         return py, "existing venv"
     if not source.exists():
         return None, f"no auto_LiRPA source at {source} (bring it with the fetch tool)"
@@ -173,21 +174,20 @@ def ensure_lirpa_venv(venv: pathlib.Path, source: pathlib.Path) -> tuple[pathlib
         if archive.returncode != 0:
             return None, f"git archive failed: {archive.stderr.decode()[-300:]}"
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        # torch first (the pytorch.org CPU index when reachable, else the configured index);
-        # auto_LiRPA pins torch < 2.9 in setup.py, so it goes in with --no-deps.
-        steps = [
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(py), "-m", "pip", "install", "-q", "torch", "numpy"],
-            [str(py), "-m", "pip", "install", "-q", "--no-deps", tmp],
-            [str(py), "-m", "pip", "install", "-q", "packaging", "appdirs", "pyyaml", "tqdm"],
-        ]
-        for cmd in steps:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                return None, f"{' '.join(cmd[:5])} failed: {r.stderr[-400:]}"
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, "auto_LiRPA installed but does not import"
-    return py, "created"
+        # torch first (the configured index); auto_LiRPA pins torch < 2.9 in setup.py, so it
+        # goes in with --no-deps (its Jacobian code runs on newer torch).
+        return _sidevenv.ensure_venv(
+            venv,
+            check=check,
+            plans=[
+                [
+                    ["torch", "numpy"],
+                    ["--no-deps", tmp],
+                    ["packaging", "appdirs", "pyyaml", "tqdm"],
+                ]
+            ],
+            base_python=sys.executable,
+        )
 
 
 def _export(model, params, shape, xs_flat) -> dict:

@@ -27,7 +27,71 @@ from robustml_jax import distill
 from robustml_jax.core import metrics, plotting, train
 from robustml_jax.core.distributed import Runtime
 from robustml_jax.core.results import MetricsLogger, atomic_write_text
+from robustml_jax.core.workitems import WorkItems
 from robustml_jax.models.convnet import ConvNet
+
+
+def _save_json(folder: pathlib.Path, value: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(value))
+
+
+def _load_json(folder: pathlib.Path) -> dict:
+    return json.loads((folder / "result.json").read_text())
+
+
+def cross_architecture(config, syn, real, test, *, key, directory) -> dict:
+    """MTT's cross-architecture evaluation: ``config.eval_archs`` networks trained on the
+    distilled set ``syn = (x, y, alpha)`` (step size = the learned alpha) and on the random real
+    subset ``real = (x, y)`` (lr_teacher), the same seeds for both, tested on ``test = (x, y)``;
+    one resumable work item per architecture in ``directory``.
+
+    Returns ``{arch: {"syn": [R] accuracies, "real": [R] accuracies}}``.
+    """
+    (x_syn, y_syn, lr_syn), (x_real, y_real), (x_test, y_test) = syn, real, test
+    augment = (
+        functools.partial(distill.dsa_augment, strategy=config.dsa_strategy)
+        if config.dsa_strategy
+        else None
+    )
+    num_classes = y_syn.shape[1]
+    items = WorkItems(directory, save=_save_json, load=_load_json)
+    out = {}
+    for arch in [a for a in config.eval_archs.split(",") if a]:
+        model = distill.make_model(
+            arch, num_classes=num_classes, width=config.width,
+            depth=config.depth or (4 if x_syn.shape[1] >= 64 else 3), norm=config.norm,
+        )  # fmt: skip
+
+        def init_fn(k, model=model):
+            return model.init(k, jnp.zeros((1, *x_syn.shape[1:]), jnp.float32))["params"]
+
+        def apply_fn(params, x, model=model):
+            return model.apply({"params": params}, x)
+
+        def compute(init_fn=init_fn, apply_fn=apply_fn):
+            fit = jax.jit(
+                functools.partial(
+                    distill.train_networks, init_fn=init_fn, apply_fn=apply_fn,
+                    num_epochs=config.eval_epochs, batch_size=config.eval_batch,
+                    augment_fn=augment,
+                )
+            )  # fmt: skip
+            keys = jax.random.split(key, config.eval_models)
+
+            def acc(x, y, lr):
+                p = fit(keys, jnp.asarray(x), y, jnp.float32(lr))
+                return np.asarray(
+                    metrics.stacked_accuracy(p, x_test, y_test, apply_fn=apply_fn)
+                ).tolist()
+
+            return {
+                "syn": acc(x_syn, y_syn, lr_syn),
+                "real": acc(x_real, y_real, config.lr_teacher),
+            }
+
+        out[arch] = items.get(arch, compute)
+    return out
 
 
 def _limit(key, d: dict, n: int) -> dict:
@@ -214,6 +278,14 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
     )
+    cross = cross_architecture(
+        config,
+        (state.params["x"], syn_labels(state.params, sla_eval_params), state.params["lr"]),
+        (x0, onehot),
+        (x_test, y_test),
+        key=jax.random.fold_in(k_eval, 1),
+        directory=workdir / "cross_arch",
+    )
     real_grid = distill.image_grid(
         np.asarray(x0), per_class=ipc, num_classes=num_classes, title="random real init"
     )
@@ -239,6 +311,15 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         "iterations": int(state.step),
         "num_params": int(buffer.shape[-1]),
         "distill_time_s": final["train_time_s"],
+        "cross_arch": {
+            arch: {
+                "syn_acc_mean": float(np.mean(v["syn"])),
+                "syn_acc_std": float(np.std(v["syn"])),
+                "random_real_acc_mean": float(np.mean(v["real"])),
+                "random_real_acc_std": float(np.std(v["real"])),
+            }
+            for arch, v in cross.items()
+        },
         "plots": ["syn_images.png", "real_init.png", "curves.png"],
     }
     atomic_write_text(

@@ -7,6 +7,7 @@ soft labels, evaluation by training fresh networks, figures) is used by ``experi
 Test accuracy of trained networks is :func:`robustml_jax.core.metrics.stacked_accuracy`.
 """
 
+from robustml_jax.distill._archs import ARCHITECTURES, VGG11, AlexNet, ResNet18, make_model
 from robustml_jax.distill._augment import DSA_STRATEGY, DSAParams, dsa_augment
 from robustml_jax.distill._data import Preprocessor, fit_preprocessor, load_split, real_subset
 from robustml_jax.distill._evaluate import train_networks
@@ -31,6 +32,11 @@ from robustml_jax.distill._matching import (
 from robustml_jax.distill._plots import curves, image_grid
 
 __all__ = [
+    "ARCHITECTURES",
+    "AlexNet",
+    "ResNet18",
+    "VGG11",
+    "make_model",
     "DSAParams",
     "DSA_STRATEGY",
     "Expert",

@@ -32,7 +32,7 @@ Variants (hardware, expected runtime, target):
 import ml_collections
 
 from robustml_jax.core import configs
-from robustml_jax.distill import DSA_STRATEGY, GRADIENT_MODES, LABEL_MODES
+from robustml_jax.distill import ARCHITECTURES, DSA_STRATEGY, GRADIENT_MODES, LABEL_MODES
 
 # The CPU runs: MTT's CIFAR-10 settings (ZCA, M = 2, lr_img 1000; IPC 1: N = 50, lr_lr 1e-7) at
 # width 16 with 3 experts x 8 epochs, the longest an idle 2-core CPU affords (see NOTES.md);
@@ -71,6 +71,7 @@ VARIANTS = {
         "log_every": 2,
         "checkpoint_every": 2,
         "progress": False,
+        "eval_archs": "",
     },
     "small": {},
     "cpu_ipc10": {
@@ -159,6 +160,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.eval_models = 2
     c.eval_epochs = 150
     c.eval_batch = 256
+    # cross-architecture evaluation of the final set (MTT Table 4), comma-separated subset of
+    # convnet,resnet18,vgg11,alexnet at the ConvNet's width; "" = none
+    c.eval_archs = "convnet,resnet18,vgg11,alexnet"
     # loop
     c.log_every = 10
     c.checkpoint_every = 20
@@ -177,6 +181,12 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(c, "label_mode", lambda v: v in LABEL_MODES, f"one of {LABEL_MODES}")
     configs.check(c, "lr_teacher", lambda v: v > 0, "positive")
     configs.check(c, "sla_temperature", lambda v: v > 0, "positive")
+    configs.check(
+        c,
+        "eval_archs",
+        lambda v: all(a in ARCHITECTURES for a in v.split(",") if a),
+        f"a comma-separated subset of {ARCHITECTURES}",
+    )
     configs.check(
         c,
         "max_start_epoch",

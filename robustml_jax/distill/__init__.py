@@ -30,6 +30,17 @@ from robustml_jax.distill._matching import (
     trajectory_matching_loss,
 )
 from robustml_jax.distill._plots import curves, image_grid
+from robustml_jax.distill._scale import gradient_memory, synthetic_sharding
+from robustml_jax.distill._stream import (
+    ImageStore,
+    StreamingImages,
+    TrajectoryBuffer,
+    channel_stats,
+    open_trajectories,
+    store_from_registry,
+    store_from_tfds,
+    write_image_store,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -41,6 +52,16 @@ __all__ = [
     "DSA_STRATEGY",
     "Expert",
     "GRADIENT_MODES",
+    "ImageStore",
+    "StreamingImages",
+    "TrajectoryBuffer",
+    "channel_stats",
+    "gradient_memory",
+    "open_trajectories",
+    "store_from_registry",
+    "store_from_tfds",
+    "synthetic_sharding",
+    "write_image_store",
     "LABEL_MODES",
     "Preprocessor",
     "curves",

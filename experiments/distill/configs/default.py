@@ -54,7 +54,7 @@ _CPU = {
 # batch_syn 100, soft labels. The README gives no other IPC's command, so IPC 2 / 10 / 50 keep
 # these values. Expected memory of one distillation gradient per device (XLA compile-time
 # analysis, `python -m benchmarks.distill_imagenet_memory`; arguments + outputs + temporaries,
-# tesla gradient, SLA in chunks of 1000; see NOTES.md): IPC 1 / 2 / 10 / 50 on one device and
+# tesla gradient, SLA in chunks of 100; see NOTES.md): IPC 1 / 2 / 10 / 50 on one device and
 # with the set sharded over 8.
 _IMAGENET = {
     "dataset": "imagenet64",
@@ -73,7 +73,7 @@ _IMAGENET = {
     "lr_img": 10000.0,
     "lr_lr": 1e-4,
     "label_mode": "sla",
-    "sla_chunk": 1000,
+    "sla_chunk": 100,
     "iterations": 5000,
     "eval_every": 500,
     "eval_models": 3,

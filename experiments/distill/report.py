@@ -92,6 +92,18 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             f"initialised at lr_teacher = {config.lr_teacher}",
         ),
     ]
+    for arch, v in res.get("cross_arch", {}).items():
+        rows.append(
+            Row(
+                f"{ds} IPC{ipc} distilled -> {arch} test acc (%)",
+                _pct(v["syn_acc_mean"], v["syn_acc_std"]),
+                None,
+                ds,
+                scale_txt,
+                f"cross-architecture (MTT Table 4); random real on {arch}: "
+                f"{_pct(v['random_real_acc_mean'], v['random_real_acc_std'])}; {ev}",
+            )
+        )
     gain = 100 * (res["syn_acc_mean"] - res["random_real_acc_mean"])
     paper = _PAPER.get((ds, ipc))
     summary = (

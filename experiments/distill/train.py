@@ -27,7 +27,72 @@ from robustml_jax import distill
 from robustml_jax.core import metrics, plotting, train
 from robustml_jax.core.distributed import Runtime
 from robustml_jax.core.results import MetricsLogger, atomic_write_text
+from robustml_jax.core.workitems import WorkItems
+from robustml_jax.distill import _datasets as distill_datasets
 from robustml_jax.models.convnet import ConvNet
+
+
+def _save_json(folder: pathlib.Path, value: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps(value))
+
+
+def _load_json(folder: pathlib.Path) -> dict:
+    return json.loads((folder / "result.json").read_text())
+
+
+def cross_architecture(config, syn, real, test, *, key, directory) -> dict:
+    """MTT's cross-architecture evaluation: ``config.eval_archs`` networks trained on the
+    distilled set ``syn = (x, y, alpha)`` (step size = the learned alpha) and on the random real
+    subset ``real = (x, y)`` (lr_teacher), the same seeds for both, tested on ``test = (x, y)``;
+    one resumable work item per architecture in ``directory``.
+
+    Returns ``{arch: {"syn": [R] accuracies, "real": [R] accuracies}}``.
+    """
+    (x_syn, y_syn, lr_syn), (x_real, y_real), (x_test, y_test) = syn, real, test
+    augment = (
+        functools.partial(distill.dsa_augment, strategy=config.dsa_strategy)
+        if config.dsa_strategy
+        else None
+    )
+    num_classes = y_syn.shape[1]
+    items = WorkItems(directory, save=_save_json, load=_load_json)
+    out = {}
+    for arch in [a for a in config.eval_archs.split(",") if a]:
+        model = distill.make_model(
+            arch, num_classes=num_classes, width=config.width,
+            depth=config.depth or (4 if x_syn.shape[1] >= 64 else 3), norm=config.norm,
+        )  # fmt: skip
+
+        def init_fn(k, model=model):
+            return model.init(k, jnp.zeros((1, *x_syn.shape[1:]), jnp.float32))["params"]
+
+        def apply_fn(params, x, model=model):
+            return model.apply({"params": params}, x)
+
+        def compute(init_fn=init_fn, apply_fn=apply_fn):
+            fit = jax.jit(
+                functools.partial(
+                    distill.train_networks, init_fn=init_fn, apply_fn=apply_fn,
+                    num_epochs=config.eval_epochs, batch_size=config.eval_batch,
+                    augment_fn=augment,
+                )
+            )  # fmt: skip
+            keys = jax.random.split(key, config.eval_models)
+
+            def acc(x, y, lr):
+                p = fit(keys, jnp.asarray(x), y, jnp.float32(lr))
+                return np.asarray(
+                    metrics.stacked_accuracy(p, x_test, y_test, apply_fn=apply_fn)
+                ).tolist()
+
+            return {
+                "syn": acc(x_syn, y_syn, lr_syn),
+                "real": acc(x_real, y_real, config.lr_teacher),
+            }
+
+        out[arch] = items.get(arch, compute)
+    return out
 
 
 def _limit(key, d: dict, n: int) -> dict:
@@ -35,6 +100,35 @@ def _limit(key, d: dict, n: int) -> dict:
         return d
     idx = np.sort(np.asarray(jax.random.permutation(key, len(d["label"])))[:n])
     return {k: v[idx] for k, v in d.items()}
+
+
+def _streamed_data(config):
+    """Train / test as :class:`robustml_jax.distill.StreamingImages` over chunked stores in
+    ``config.stream_dir`` (built once: from TFDS for the TFDS-only datasets, else from the
+    registry, resized to ``config.image_size``), normalised with streamed channel statistics;
+    the train store's class index is built once and cached."""
+    root = pathlib.Path(config.stream_dir)
+    stores = {}
+    for split, limit in (("train", config.train_examples), ("test", config.test_examples)):
+        folder = root / f"{config.dataset}_{config.image_size or 'orig'}_{limit or 'all'}_{split}"
+        if config.dataset in distill_datasets.TFDS_ONLY:
+            tfds_name = distill_datasets.TFDS_ONLY[config.dataset][0]
+            tfds_split = "validation" if split == "test" else split
+            stores[split] = distill.store_from_tfds(tfds_name, tfds_split, folder)
+        else:
+            stores[split] = distill.store_from_registry(
+                config.dataset, split, folder, image_size=config.image_size, num_examples=limit
+            )
+    mean, std = distill.channel_stats(stores["train"])
+    x_train = distill.StreamingImages(stores["train"], mean, std)
+    x_test = distill.StreamingImages(stores["test"], mean, std)
+    return (
+        x_train,
+        np.asarray(stores["train"].labels),
+        x_test,
+        np.asarray(stores["test"].labels),
+        stores["train"].class_index(),
+    )
 
 
 def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
@@ -45,22 +139,26 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     k_data, k_zca, k_model, k_expert, k_init, k_eval, k_sample, k_train = jax.random.split(root, 8)
 
     # ---- data
-    raw_train = _limit(
-        jax.random.fold_in(k_data, 0),
-        distill.load_split(config.dataset, "train"),
-        config.train_examples,
-    )
-    raw_test = _limit(
-        jax.random.fold_in(k_data, 1),
-        distill.load_split(config.dataset, "test"),
-        config.test_examples,
-    )
-    num_classes = int(raw_train["label"].max()) + 1
-    pre = distill.fit_preprocessor(
-        raw_train["image"], zca=config.zca, zca_fit_examples=config.zca_fit_examples, key=k_zca
-    )
-    x_train, y_train = pre(raw_train["image"]), raw_train["label"]
-    x_test, y_test = pre(raw_test["image"]), raw_test["label"]
+    class_index = None
+    if config.stream_dir:  # ImageNet path: chunked stores on disk, nothing loaded whole
+        x_train, y_train, x_test, y_test, class_index = _streamed_data(config)
+    else:
+        raw_train = _limit(
+            jax.random.fold_in(k_data, 0),
+            distill.load_split(config.dataset, "train"),
+            config.train_examples,
+        )
+        raw_test = _limit(
+            jax.random.fold_in(k_data, 1),
+            distill.load_split(config.dataset, "test"),
+            config.test_examples,
+        )
+        pre = distill.fit_preprocessor(
+            raw_train["image"], zca=config.zca, zca_fit_examples=config.zca_fit_examples, key=k_zca
+        )
+        x_train, y_train = pre(raw_train["image"]), raw_train["label"]
+        x_test, y_test = pre(raw_test["image"]), raw_test["label"]
+    num_classes = int(y_train.max()) + 1
 
     # ---- model
     depth = config.depth or (4 if x_train.shape[1] >= 64 else 3)  # ConvNetD4 for 64x64
@@ -101,13 +199,15 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         progress=config.progress,
     )
     full_acc = np.array([m["test_accuracy"] for m in expert_metrics])
-    buffer = distill.load_trajectories(
+    buffer = distill.open_trajectories(  # memory-mapped: rows are read when an iteration uses them
         init_fn(k_model), directory=expert_root, num_experts=config.num_experts, epochs=last_target
     )
 
     # ---- 2. random real subset (also the initialisation of the synthetic images)
     ipc = config.ipc
-    init_idx = distill.real_subset(k_init, y_train, per_class=ipc, num_classes=num_classes)
+    init_idx = distill.real_subset(
+        k_init, y_train, per_class=ipc, num_classes=num_classes, class_index=class_index
+    )
     x0, labels = x_train[init_idx], y_train[init_idx]
     onehot = jax.nn.one_hot(labels, num_classes)
     fit_nets = jax.jit(
@@ -144,7 +244,11 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     def syn_labels(params, target_params):
         if config.label_mode == "sla":
             return distill.soft_label_assignment(
-                target_params, params["x"], apply_fn=apply_fn, temperature=config.sla_temperature
+                target_params,
+                params["x"],
+                apply_fn=apply_fn,
+                temperature=config.sla_temperature,
+                chunk_size=config.sla_chunk,
             )
         if config.label_mode == "learned":
             return distill.learned_labels(params["y"])
@@ -163,10 +267,19 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             "start_epoch": rows(np.float32(t)),
         }
 
+    syn_shard = (
+        distill.synthetic_sharding(runtime.mesh, x0.ndim)
+        if config.shard_syn and ndev > 1 and len(init_idx) % ndev == 0
+        else None
+    )
+
     def loss_fn(params, batch, rng):
         start, target = unravel(batch["start"][0]), unravel(batch["target"][0])
+        x = params["x"]
+        if syn_shard is not None:  # the set's rows (and their gradient) split over devices
+            x = jax.lax.with_sharding_constraint(x, syn_shard)
         loss = distill.trajectory_matching_loss(
-            params["x"],
+            x,
             syn_labels(params, target),
             params["lr"],
             rng,
@@ -214,6 +327,14 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
     )
+    cross = cross_architecture(
+        config,
+        (state.params["x"], syn_labels(state.params, sla_eval_params), state.params["lr"]),
+        (x0, onehot),
+        (x_test, y_test),
+        key=jax.random.fold_in(k_eval, 1),
+        directory=workdir / "cross_arch",
+    )
     real_grid = distill.image_grid(
         np.asarray(x0), per_class=ipc, num_classes=num_classes, title="random real init"
     )
@@ -239,6 +360,15 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         "iterations": int(state.step),
         "num_params": int(buffer.shape[-1]),
         "distill_time_s": final["train_time_s"],
+        "cross_arch": {
+            arch: {
+                "syn_acc_mean": float(np.mean(v["syn"])),
+                "syn_acc_std": float(np.std(v["syn"])),
+                "random_real_acc_mean": float(np.mean(v["real"])),
+                "random_real_acc_std": float(np.std(v["real"])),
+            }
+            for arch, v in cross.items()
+        },
         "plots": ["syn_images.png", "real_init.png", "curves.png"],
     }
     atomic_write_text(

@@ -7,6 +7,7 @@ soft labels, evaluation by training fresh networks, figures) is used by ``experi
 Test accuracy of trained networks is :func:`robustml_jax.core.metrics.stacked_accuracy`.
 """
 
+from robustml_jax.distill._archs import ARCHITECTURES, VGG11, AlexNet, ResNet18, make_model
 from robustml_jax.distill._augment import DSA_STRATEGY, DSAParams, dsa_augment
 from robustml_jax.distill._data import Preprocessor, fit_preprocessor, load_split, real_subset
 from robustml_jax.distill._evaluate import train_networks
@@ -29,12 +30,38 @@ from robustml_jax.distill._matching import (
     trajectory_matching_loss,
 )
 from robustml_jax.distill._plots import curves, image_grid
+from robustml_jax.distill._scale import gradient_memory, synthetic_sharding
+from robustml_jax.distill._stream import (
+    ImageStore,
+    StreamingImages,
+    TrajectoryBuffer,
+    channel_stats,
+    open_trajectories,
+    store_from_registry,
+    store_from_tfds,
+    write_image_store,
+)
 
 __all__ = [
+    "ARCHITECTURES",
+    "AlexNet",
+    "ResNet18",
+    "VGG11",
+    "make_model",
     "DSAParams",
     "DSA_STRATEGY",
     "Expert",
     "GRADIENT_MODES",
+    "ImageStore",
+    "StreamingImages",
+    "TrajectoryBuffer",
+    "channel_stats",
+    "gradient_memory",
+    "open_trajectories",
+    "store_from_registry",
+    "store_from_tfds",
+    "synthetic_sharding",
+    "write_image_store",
     "LABEL_MODES",
     "Preprocessor",
     "curves",

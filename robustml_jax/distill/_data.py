@@ -96,22 +96,30 @@ def fit_preprocessor(
 
 
 def real_subset(
-    key: jax.Array, labels: np.ndarray, *, per_class: int, num_classes: int
+    key: jax.Array,
+    labels: np.ndarray | None,
+    *,
+    per_class: int,
+    num_classes: int,
+    class_index: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Indices of ``per_class`` random examples of each class, class-major order [K * per_class].
 
     Args:
       key: PRNG key; class c draws its members with ``fold_in(key, c)``.
-      labels: int [N].
+      labels: int [N] (unused when ``class_index`` is given).
       per_class: examples per class.
       num_classes: K.
+      class_index: optional precomputed members of every class in ascending order
+        (:meth:`robustml_jax.distill.ImageStore.class_index`); gives the same draw as ``labels``
+        without scanning them.
 
     Raises:
       ValueError: a class has fewer than ``per_class`` examples.
     """
     out = []
     for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
+        members = class_index[c] if class_index is not None else np.flatnonzero(labels == c)
         if len(members) < per_class:
             raise ValueError(f"class {c} has {len(members)} examples, fewer than {per_class}")
         perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, c), len(members)))

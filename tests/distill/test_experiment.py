@@ -91,9 +91,14 @@ def test_soft_label_modes_end_to_end(smoke_run, tmp_path, label_mode):
         log_every=1,
         eval_models=1,
         eval_epochs=2,
+        eval_archs="alexnet" if label_mode == "learned" else "",  # cross-arch wiring
     )
     res = experiment.run(train_and_evaluate, config, tmp_path)
     assert res["label_mode"] == label_mode and np.isfinite(res["matching_loss_last"])
+    if label_mode == "learned":  # one item per architecture, both sets evaluated
+        assert sorted(res["cross_arch"]) == ["alexnet"]
+        assert (tmp_path / "cross_arch" / "alexnet" / "result.json").exists()
+        assert 0.0 < res["cross_arch"]["alexnet"]["syn_acc_mean"] <= 1.0
     x = np.load(tmp_path / "syn_images.npy")
     labels = np.load(tmp_path / "syn_labels.npy")
     assert labels.shape == (10, 10)  # IPC 1, class-major

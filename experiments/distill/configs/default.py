@@ -32,7 +32,7 @@ Variants (hardware, expected runtime, target):
 import ml_collections
 
 from robustml_jax.core import configs
-from robustml_jax.distill import DSA_STRATEGY, GRADIENT_MODES, LABEL_MODES
+from robustml_jax.distill import ARCHITECTURES, DSA_STRATEGY, GRADIENT_MODES, LABEL_MODES
 
 # The CPU runs: MTT's CIFAR-10 settings (ZCA, M = 2, lr_img 1000; IPC 1: N = 50, lr_lr 1e-7) at
 # width 16 with 3 experts x 8 epochs, the longest an idle 2-core CPU affords (see NOTES.md);
@@ -47,6 +47,39 @@ _CPU = {
     "eval_models": 2,
     "eval_epochs": 1000,
     "checkpoint_every": 10,
+}
+
+# TESLA's ImageNet-1K command (README, IPC 1): ConvNetD4 at 64x64, 50 experts x 50 epochs,
+# syn_steps 10, expert_epochs 3, max_start_epoch 10, lr_img 10000, lr_lr 1e-4, lr_teacher 0.01,
+# batch_syn 100, soft labels. The README gives no other IPC's command, so IPC 2 / 10 / 50 keep
+# these values. Expected memory of one distillation gradient per device (XLA compile-time
+# analysis, `python -m benchmarks.distill_imagenet_memory`; arguments + outputs + temporaries,
+# tesla gradient, SLA in chunks of 100; see NOTES.md): IPC 1 / 2 / 10 / 50 on one device and
+# with the set sharded over 8.
+_IMAGENET = {
+    "dataset": "imagenet64",
+    "stream_dir": "/data/distill_stores",
+    "train_examples": 0,
+    "test_examples": 0,
+    "zca": False,
+    "width": 128,
+    "depth": 4,
+    "num_experts": 50,
+    "expert_train_epochs": 50,
+    "syn_steps": 10,
+    "expert_epochs": 3,
+    "max_start_epoch": 10,
+    "batch_syn": 100,
+    "lr_img": 10000.0,
+    "lr_lr": 1e-4,
+    "label_mode": "sla",
+    "sla_chunk": 100,
+    "iterations": 5000,
+    "eval_every": 500,
+    "eval_models": 3,
+    "eval_epochs": 1000,
+    "eval_archs": "convnet",
+    "checkpoint_every": 100,
 }
 
 VARIANTS = {
@@ -71,6 +104,7 @@ VARIANTS = {
         "log_every": 2,
         "checkpoint_every": 2,
         "progress": False,
+        "eval_archs": "",
     },
     "small": {},
     "cpu_ipc10": {
@@ -95,6 +129,30 @@ VARIANTS = {
         "iterations": 200,
         "eval_every": 0,
     },
+    # The streaming (ImageNet) path on the CPU: CIFAR-10 resized to 64x64 in a chunked store,
+    # ConvNetD4, TESLA's soft labels computed in chunks; the same code as imagenet_ipc*.
+    "stream_cpu": {
+        "stream_dir": "/tmp/distill_stores",
+        "image_size": 64,
+        "train_examples": 4000,
+        "test_examples": 2000,
+        "width": 8,
+        "num_experts": 1,
+        "expert_train_epochs": 2,
+        "max_start_epoch": 1,
+        "expert_epochs": 1,
+        "syn_steps": 5,
+        "label_mode": "sla",
+        "sla_chunk": 4,
+        "iterations": 4,
+        "eval_models": 1,
+        "eval_epochs": 5,
+        "eval_archs": "",
+        "log_every": 2,
+        "checkpoint_every": 2,
+        "progress": False,
+    },
+    **{f"imagenet_ipc{ipc}": {**_IMAGENET, "ipc": ipc} for ipc in (1, 2, 10, 50)},
     "full": {
         "dataset": "cifar100",
         "train_examples": 0,
@@ -128,6 +186,11 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.test_examples = 0
     c.zca = False
     c.zca_fit_examples = 10000  # 0 = fit ZCA on every training image
+    # streaming (ImageNet) path: chunked on-disk stores under stream_dir ("" = load in memory),
+    # images resized to image_size (0 = as stored); the synthetic set sharded over devices
+    c.stream_dir = ""
+    c.image_size = 0
+    c.shard_syn = True
     # model: ConvNet (instance norm, avg-pool); depth 0 = 3 for 32x32, 4 (ConvNetD4) for 64x64
     c.width = 16
     c.depth = 0
@@ -144,6 +207,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.gradient = "tesla"  # unrolled | tesla | remat
     c.label_mode = "hard"  # hard | sla | learned
     c.sla_temperature = 1.0
+    c.sla_chunk = 0  # > 0: the expert labels the synthetic set this many images at a time
     c.label_init_scale = 3.0
     c.lr_label = 10.0
     c.syn_steps = 10  # N student steps
@@ -159,6 +223,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.eval_models = 2
     c.eval_epochs = 150
     c.eval_batch = 256
+    # cross-architecture evaluation of the final set (MTT Table 4), comma-separated subset of
+    # convnet,resnet18,vgg11,alexnet at the ConvNet's width; "" = none
+    c.eval_archs = "convnet,resnet18,vgg11,alexnet"
     # loop
     c.log_every = 10
     c.checkpoint_every = 20
@@ -177,6 +244,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(c, "label_mode", lambda v: v in LABEL_MODES, f"one of {LABEL_MODES}")
     configs.check(c, "lr_teacher", lambda v: v > 0, "positive")
     configs.check(c, "sla_temperature", lambda v: v > 0, "positive")
+    configs.check(c, "sla_chunk", lambda v: int(v) == v and v >= 0, "a non-negative integer")
+    configs.check(c, "zca", lambda v: not (v and c.stream_dir), "False with stream_dir")
+    configs.check(
+        c,
+        "eval_archs",
+        lambda v: all(a in ARCHITECTURES for a in v.split(",") if a),
+        f"a comma-separated subset of {ARCHITECTURES}",
+    )
     configs.check(
         c,
         "max_start_epoch",

@@ -211,6 +211,40 @@ def stack_trajectories(trajectories: Sequence[Sequence[Any]]) -> jax.Array:
     return jnp.stack(rows)
 
 
+def expert_trajectories(
+    template_params: Any, *, directory: str | pathlib.Path, num_experts: int, epochs: int
+) -> list:
+    """The saved trajectories of experts 0..K-1 (each [>= epochs + 1, P], as loaded: arrays
+    stay memory-mapped), checked against ``template_params`` and the epochs needed.
+
+    Raises:
+      FileNotFoundError: an expert, or one of its epochs, is missing.
+      ValueError: a saved parameter tree does not match ``template_params``.
+    """
+    items = _items(directory)
+    layout = _layout(template_params)
+    trajectories = []
+    for k in range(num_experts):
+        if not items.done(_name(k)):
+            raise FileNotFoundError(
+                f"expert {k}: no trajectory at {items.path(_name(k))} (train the experts first, "
+                f"or point expert_dir at a folder holding {num_experts} experts)"
+            )
+        expert = items.load(_name(k))
+        if expert.layout != layout:
+            raise ValueError(
+                f"expert {k}: parameter tree inconsistent with the model: saved {expert.layout}, "
+                f"model {layout}"
+            )
+        if len(expert.trajectory) < epochs + 1:
+            raise FileNotFoundError(
+                f"expert {k}: {items.path(_name(k))} holds epochs 0..{len(expert.trajectory) - 1}, "
+                f"need 0..{epochs}"
+            )
+        trajectories.append(expert.trajectory)
+    return trajectories
+
+
 def load_trajectories(
     template_params: Any,
     *,
@@ -230,25 +264,7 @@ def load_trajectories(
       FileNotFoundError: an expert, or one of its epochs, is missing.
       ValueError: a saved parameter tree does not match ``template_params``.
     """
-    items = _items(directory)
-    layout = _layout(template_params)
-    rows = []
-    for k in range(num_experts):
-        if not items.done(_name(k)):
-            raise FileNotFoundError(
-                f"expert {k}: no trajectory at {items.path(_name(k))} (train the experts first, "
-                f"or point expert_dir at a folder holding {num_experts} experts)"
-            )
-        expert = items.load(_name(k))
-        if expert.layout != layout:
-            raise ValueError(
-                f"expert {k}: parameter tree inconsistent with the model: saved {expert.layout}, "
-                f"model {layout}"
-            )
-        if len(expert.trajectory) < epochs + 1:
-            raise FileNotFoundError(
-                f"expert {k}: {items.path(_name(k))} holds epochs 0..{len(expert.trajectory) - 1}, "
-                f"need 0..{epochs}"
-            )
-        rows.append(np.asarray(expert.trajectory[: epochs + 1]))
-    return np.stack(rows)
+    trajectories = expert_trajectories(
+        template_params, directory=directory, num_experts=num_experts, epochs=epochs
+    )
+    return np.stack([np.asarray(t[: epochs + 1]) for t in trajectories])

@@ -307,27 +307,9 @@ def open_trajectories(
 ) -> TrajectoryBuffer:
     """The lazy counterpart of :func:`robustml_jax.distill.load_trajectories` (same checks and
     errors): the experts' ``trajectory.npy`` files stay memory-mapped, nothing is stacked."""
-    from robustml_jax.distill._experts import _items, _layout, _name
+    from robustml_jax.distill._experts import expert_trajectories
 
-    items = _items(directory)
-    layout = _layout(template_params)
-    maps = []
-    for k in range(num_experts):
-        if not items.done(_name(k)):
-            raise FileNotFoundError(
-                f"expert {k}: no trajectory at {items.path(_name(k))} (train the experts first, "
-                f"or point expert_dir at a folder holding {num_experts} experts)"
-            )
-        expert = items.load(_name(k))
-        if expert.layout != layout:
-            raise ValueError(
-                f"expert {k}: parameter tree inconsistent with the model: saved {expert.layout}, "
-                f"model {layout}"
-            )
-        if len(expert.trajectory) < epochs + 1:
-            raise FileNotFoundError(
-                f"expert {k}: {items.path(_name(k))} holds epochs 0..{len(expert.trajectory) - 1}, "
-                f"need 0..{epochs}"
-            )
-        maps.append(expert.trajectory)
+    maps = expert_trajectories(
+        template_params, directory=directory, num_experts=num_experts, epochs=epochs
+    )
     return TrajectoryBuffer(maps, epochs)

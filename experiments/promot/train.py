@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from robustml_jax import promot
-from robustml_jax.core import paths, plotting
+from robustml_jax.core import datasets, paths, plotting
 from robustml_jax.core.distributed import Runtime
 from robustml_jax.core.workitems import WorkItems
 from robustml_jax.models import t5
@@ -34,8 +34,16 @@ def _json_items(directory: pathlib.Path) -> WorkItems:
 
 
 def _resolve(path: str) -> pathlib.Path:
+    """An absolute path as given; a relative one inside the data dir. When that is missing and
+    its first folder is a registered dataset (``t5x_tiny_checkpoint``), raises the dataset's
+    ``DatasetNotFoundError`` with how to get it."""
     p = pathlib.Path(path).expanduser()
-    return p if p.is_absolute() else paths.data_dir() / p
+    if p.is_absolute():
+        return p
+    full = paths.data_dir() / p
+    if not full.exists() and p.parts and p.parts[0] in datasets.list_datasets():
+        datasets.locate(p.parts[0])
+    return full
 
 
 def load_model(c: ml_collections.ConfigDict, *, progress: bool = False):

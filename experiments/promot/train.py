@@ -195,16 +195,20 @@ def _plots(workdir: pathlib.Path, runs: dict, pre: dict) -> list[str]:
     return [name]
 
 
-def _enable_compilation_cache() -> None:
+def _enable_compilation_cache(setting: str) -> None:
     """Every stage builds a new jitted step; identical programs (same method on another seed,
-    ProMoT+1-shot vs ProMoT) then load from JAX's persistent cache instead of recompiling."""
-    if jax.config.jax_compilation_cache_dir is None:
-        jax.config.update("jax_compilation_cache_dir", str(paths.cache_dir() / "jax_promot"))
+    ProMoT+1-shot vs ProMoT) then load from JAX's persistent cache instead of recompiling.
+    ``setting``: '' = off, 'auto' = <cache dir>/jax_promot, else a folder. Process-global, so
+    only experiment runs turn it on (never the smoke config that tests run in-process)."""
+    if not setting or jax.config.jax_compilation_cache_dir is not None:
+        return
+    folder = paths.cache_dir() / "jax_promot" if setting == "auto" else pathlib.Path(setting)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
 
 
 def train_and_evaluate(c: ml_collections.ConfigDict, workdir: pathlib.Path, runtime: Runtime):
     del runtime
-    _enable_compilation_cache()
+    _enable_compilation_cache(str(c.get("compilation_cache", "")))
     workdir = pathlib.Path(workdir)
     tok, cfg, pretrained, model_desc = load_model(c, progress=c.progress)
     data, dev, dev1, grad_batch = build_data(c, tok)

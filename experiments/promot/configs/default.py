@@ -49,6 +49,7 @@ VARIANTS = {
         "max_input_len": 96,
         "grad_batch": 2,
         "progress": False,
+        "compilation_cache": "",
     },
     "small": {},
     "full": {
@@ -124,6 +125,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.max_input_len = 128
     c.max_target_len = 8
     c.grad_batch = 16  # RTE rows for the full / format gradient cosines
+    # JAX's persistent compilation cache for this run's process ('' = off, 'auto' = <cache
+    # dir>/jax_promot): identical stage programs (another seed, ProMoT+1-shot) then load instead
+    # of recompiling. Off in `smoke`: it is process-global, and tests share one process.
+    c.compilation_cache = "auto"
     return configs.variant(c, arg, VARIANTS)
 
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import gc
 import pathlib
 
 import jax
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Frees every test module's compiled XLA executables when the module ends.
+
+    Each CPU executable keeps ~3 memory mappings (code, constants, data) for as long as a jit
+    cache holds it. Over the whole suite that passed Linux's default ``vm.max_map_count``
+    (65,530): the next mapping failed inside XLA and pytest died with a segfault (CI, in
+    tests/xmc). Clearing the caches per module keeps the count at one module's worth.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import time
 import jax
 import numpy as np
 
+from experiments.xmc import train as xmc_train
 from experiments.xmc.train import load_split
 from robustml_jax import xmc
 from robustml_jax.core import plotting
@@ -41,16 +42,7 @@ def prepare(spec: str, config) -> dict:
         tr, te = d["train"], d["test"]
     else:
         tr, te = load_split(spec)
-    keep = np.flatnonzero(tr["Y"].getnnz(1) > 0)
-    if config.max_train:
-        keep = keep[: config.max_train]
-    n_te = te["X"].shape[0] if not config.max_test else min(config.max_test, te["X"].shape[0])
-    return {
-        "X_train": xmc.l2_normalize_rows(tr["X"][keep]),
-        "Y_train": xmc.check_labels(tr["Y"][keep]),
-        "X_test": xmc.l2_normalize_rows(te["X"][:n_te]),
-        "Y_test": xmc.check_labels(te["Y"][:n_te], tr["Y"].shape[1], allow_empty=True),
-    }
+    return xmc_train.prepare_split(tr, te, config)
 
 
 def dataset_overrides(config, name: str) -> dict:

@@ -46,7 +46,12 @@ def load_split(spec: str) -> tuple[dict, dict]:
 
 def prepare(spec: str, config) -> dict:
     """l2-normalised rows; training rows without labels are dropped (the tree needs a label)."""
-    tr, te = load_split(spec)
+    return prepare_split(*load_split(spec), config)
+
+
+def prepare_split(tr: dict, te: dict, config) -> dict:
+    """:func:`prepare` on already-loaded ``{"X", "Y"}`` train and test splits (``config``
+    supplies ``max_train`` / ``max_test``; 0 keeps all rows)."""
     keep = np.flatnonzero(tr["Y"].getnnz(1) > 0)
     if config.max_train:
         keep = keep[: config.max_train]

@@ -309,37 +309,28 @@ def run_method(
             )
     elif method == "fixed_random_prompt":
         params["prompt"] = _prompt.init_prompt(k_prompt, cfg.prompt_length, emb, method="uniform")
+    stages = []
     if method in ("prompt_tuning", "promot", "promot_1shot", "multitask_promot"):
-        params, h = run_stage(
-            workdir / "stage1",
-            params,
-            trainable=prompt_trainable,
-            lr=cfg.prompt_lr,
-            parameter_scale=False,
-            steps=cfg.prompt_steps,
-            data=train_data,
-            config=config,
-            cfg=cfg,
-            eval_fn=make_eval("prompt" + suffix),
-            key=k1,
-            desc=f"{method}/prompt",
-        )
-        history += [{**x, "stage": 1} for x in h]
+        # Stage 1: the soft prompt only, without Adafactor's parameter scaling.
+        stages.append((1, prompt_trainable, cfg.prompt_lr, False, cfg.prompt_steps, k1, "prompt"))
     if method != "prompt_tuning":
+        # Stage 2: the model (with the stage-1 prompt attached and frozen), or both for "joint".
         trainable = _all_trainable if method == "joint" else model_trainable
+        stages.append((2, trainable, cfg.model_lr, True, cfg.model_steps, k2, "model"))
+    for stage, trainable, lr, scale, steps, key, what in stages:
         params, h = run_stage(
-            workdir / "stage2",
+            workdir / f"stage{stage}",
             params,
             trainable=trainable,
-            lr=cfg.model_lr,
-            parameter_scale=True,
-            steps=cfg.model_steps,
+            lr=lr,
+            parameter_scale=scale,
+            steps=steps,
             data=train_data,
             config=config,
             cfg=cfg,
-            eval_fn=make_eval("model" + suffix),
-            key=k2,
-            desc=f"{method}/model",
+            eval_fn=make_eval(what + suffix),
+            key=key,
+            desc=f"{method}/{what}",
         )
-        history += [{**x, "stage": 2} for x in h]
+        history += [{**x, "stage": stage} for x in h]
     return {"params": params, "history": history}

@@ -1,7 +1,6 @@
 """End-to-end: the smoke config through the report entry point (which runs the main's
 ``experiment.run``), its results and plot, resuming from saved evaluations, and bad input."""
 
-import json
 import shutil
 
 import pytest
@@ -11,21 +10,10 @@ from experiments.optsearch.configs.default import get_config, validate
 from experiments.optsearch.train import train_and_evaluate
 from robustml_jax import optsearch
 from robustml_jax.core import configs, experiment
-from robustml_jax.core.datasets import DatasetNotFoundError
+from tests.smoke import require_data, smoke_run_fixture
 
-try:
-    from robustml_jax.core import datasets
-
-    datasets.locate("mnist_5k")
-except DatasetNotFoundError as e:  # pragma: no cover
-    pytest.skip(f"mnist_5k not found ({e.how})", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("optsearch_smoke")
-    rep = report.run(workdir, "smoke")
-    return workdir, json.loads((workdir / "results.json").read_text()), rep
+require_data("mnist_5k")
+smoke_run = smoke_run_fixture(report, "optsearch")
 
 
 def test_smoke_main_end_to_end(smoke_run):

@@ -1,7 +1,6 @@
 """End-to-end: the smoke config through the report entry point, its results and plots, resuming
 from the saved evaluations, and bad config values."""
 
-import json
 import shutil
 
 import pytest
@@ -10,22 +9,10 @@ from experiments.ot_robust import report
 from experiments.ot_robust.configs.default import get_config, validate
 from experiments.ot_robust.train import train_and_evaluate
 from robustml_jax.core import configs, experiment
-from robustml_jax.core.datasets import DatasetNotFoundError
+from tests.smoke import require_data, smoke_run_fixture
 
-try:
-    from robustml_jax.core import datasets
-
-    datasets.locate("mnist_5k")
-    datasets.locate("mnist_invariance")
-except DatasetNotFoundError as e:  # pragma: no cover
-    pytest.skip(f"{e.name} not found ({e.how})", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ot_robust_smoke")
-    rep = report.run(workdir, "smoke")
-    return workdir, json.loads((workdir / "results.json").read_text()), rep
+require_data("mnist_5k", "mnist_invariance")
+smoke_run = smoke_run_fixture(report, "ot_robust")
 
 
 def test_smoke_main_end_to_end(smoke_run):

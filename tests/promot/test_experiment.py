@@ -1,7 +1,6 @@
 """End-to-end: the smoke config (tiny t5x checkpoint) through the report entry point, its
 results and plot, resuming from saved work items, bad checkpoints and config validation."""
 
-import json
 import shutil
 
 import pytest
@@ -10,22 +9,10 @@ from experiments.promot import report
 from experiments.promot.configs.default import get_config, validate
 from experiments.promot.train import load_model
 from robustml_jax.core import configs, experiment
-from robustml_jax.core.datasets import DatasetNotFoundError
+from tests.smoke import require_data, smoke_run_fixture
 
-try:
-    from robustml_jax.core import datasets
-
-    for _name in ("t5x_tiny_checkpoint", "rte", "sst2", "mr", "blitzer_books"):
-        datasets.locate(_name)
-except DatasetNotFoundError as e:  # pragma: no cover
-    pytest.skip(f"data not found ({e.how})", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("promot_smoke")
-    rep = report.run(workdir, "smoke")
-    return workdir, json.loads((workdir / "results.json").read_text()), rep
+require_data("t5x_tiny_checkpoint", "rte", "sst2", "mr", "blitzer_books")
+smoke_run = smoke_run_fixture(report, "promot")
 
 
 # The experiment end to end costs ~100 s of CPU (compilations of the tiny model's stages,

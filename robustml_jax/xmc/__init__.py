@@ -16,6 +16,7 @@ from robustml_jax.core.metrics import (
     ranking_metrics,
     topk_hits,
 )
+from robustml_jax.xmc import _elias
 from robustml_jax.xmc._beam import BeamOutput, ScoreFn, SlotBeam, all_paths, beam_search_slots
 from robustml_jax.xmc._cluster import balanced_kmeans, level_depths, pifa_embeddings, split_depth
 from robustml_jax.xmc._data import (
@@ -30,24 +31,7 @@ from robustml_jax.xmc._data import (
     pad_rows,
     synthetic_xmc,
 )
-from robustml_jax.xmc._elias import (
-    EliasModel,
-    EliasNet,
-    Shortlist,
-    adjacency_from_clusters,
-    approx_adjacency,
-    default_num_clusters,
-    elias_config,
-    elias_items,
-    elias_loss,
-    fit_elias,
-    load_elias,
-    positive_paths,
-    predict_elias,
-    save_elias,
-    select_clusters,
-    shortlist,
-)
+from robustml_jax.xmc._elias import *  # noqa: F403 (its __all__, spliced into ours below)
 from robustml_jax.xmc._evaluate import (
     DETECTION_METRICS,
     beam_approximation_errors,
@@ -91,22 +75,7 @@ from robustml_jax.xmc._uq import (
 )
 
 __all__ = [
-    "EliasModel",
-    "EliasNet",
-    "Shortlist",
-    "adjacency_from_clusters",
-    "approx_adjacency",
-    "default_num_clusters",
-    "elias_config",
-    "elias_items",
-    "elias_loss",
-    "fit_elias",
-    "load_elias",
-    "positive_paths",
-    "predict_elias",
-    "save_elias",
-    "select_clusters",
-    "shortlist",
+    *_elias.__all__,
     "DETECTION_METRICS",
     "BeamOutput",
     "EnsembleOutput",

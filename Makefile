@@ -9,6 +9,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 SCALE ?= small
+# pytest processes for `make test` (pytest-xdist; one test file per process at a time, so a
+# file's module fixtures are built once). 1 runs the suite in this process.
+TEST_WORKERS ?= 2
 # Fashion-MNIST (/usr/share/datasets/fashion-mnist) and the GNU Go engine (go_attack).
 SYSTEM_PACKAGES ?= dataset-fashion-mnist gnugo
 # -qq: pip's errors only (no per-package notes, no setuptools build-backend chatter).
@@ -65,7 +68,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 test: system-packages lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 test-slow: system-packages venv
 	$(PY) -m pytest -q -m slow

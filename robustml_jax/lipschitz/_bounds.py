@@ -597,9 +597,13 @@ def _bound_for_c(
     mode = {"ours": "chord", "recurjac": "recurjac", "interval": "interval"}[method]
     a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode, sparse)
     if norm_split is not None:
+        # Empty only if a split sign is impossible by more than rounding: where every neuron
+        # is fixed, v is a constant and its two bounds may cross by an ulp.
+        tol = 1e-6 * (1.0 + jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)))
+        wrong_sign = ((norm_split > 0) & (v_up < -tol)) | ((norm_split < 0) & (v_lo > tol))
+        infeasible = infeasible | jnp.any(wrong_sign)
         v_lo = jnp.where(norm_split > 0, jnp.maximum(v_lo, 0.0), v_lo)
         v_up = jnp.where(norm_split < 0, jnp.minimum(v_up, 0.0), v_up)
-        infeasible = infeasible | jnp.any(v_lo > v_up)
         v_up = jnp.maximum(v_up, v_lo)
     lip = jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)).sum()
     slack = None

@@ -575,10 +575,36 @@ BRANCHING = ("score", "babsr", "area", "index")
 
 
 def _bound_for_c(
-    net, c, lowers, uppers, status, infeasible, method, sparse=None, branching="score"
+    net,
+    c,
+    lowers,
+    uppers,
+    status,
+    infeasible,
+    method,
+    sparse=None,
+    branching="score",
+    norm_split=None,
 ) -> GradientBounds:
+    """Bounds for one direction c; ``norm_split`` [N_0] (optional) fixes signs of v's entries.
+
+    With ``norm_split`` (BaB on the gradient-norm nodes, +1: v_i >= 0, -1: v_i <= 0, 0: free),
+    the bounds hold on the part of the domain where the signs hold: v's bounds are clamped
+    (the domain is empty if a clamp crosses), so |v_i| of a split node is linear and its chord
+    exact; the score vector gets N_0 more entries, the chord's excess over |v_i| at 0
+    (2 |v_lo| v_up / (v_up - v_lo), what splitting the node removes) for free straddling nodes.
+    """
     mode = {"ours": "chord", "recurjac": "recurjac", "interval": "interval"}[method]
     a_lo, a_up, v_lo, v_up = _backward_bounds(net, c, status, mode, sparse)
+    if norm_split is not None:
+        # Empty only if a split sign is impossible by more than rounding: where every neuron
+        # is fixed, v is a constant and its two bounds may cross by an ulp.
+        tol = 1e-6 * (1.0 + jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)))
+        wrong_sign = ((norm_split > 0) & (v_up < -tol)) | ((norm_split < 0) & (v_lo > tol))
+        infeasible = infeasible | jnp.any(wrong_sign)
+        v_lo = jnp.where(norm_split > 0, jnp.maximum(v_lo, 0.0), v_lo)
+        v_up = jnp.where(norm_split < 0, jnp.minimum(v_up, 0.0), v_up)
+        v_up = jnp.maximum(v_up, v_lo)
     lip = jnp.maximum(jnp.abs(v_lo), jnp.abs(v_up)).sum()
     slack = None
     if mode != "interval" and len(net) > 1:
@@ -620,6 +646,10 @@ def _bound_for_c(
             sc = slack[j][0][0] + 1e-3 * sc
         scores.append(jnp.where(free, sc, -jnp.inf))
     score = jnp.concatenate(scores) if scores else jnp.zeros((0,), c.dtype)
+    if norm_split is not None:
+        free = (norm_split == 0) & (v_lo < 0) & (v_up > 0)
+        excess = 2.0 * (-v_lo) * v_up / jnp.maximum(v_up - v_lo, _TINY)
+        score = jnp.concatenate([score, jnp.where(free, excess, -jnp.inf)])
     return GradientBounds(lip, v_lo, v_up, score, infeasible)
 
 
@@ -660,10 +690,22 @@ def _check_options(forward, sparse):
         )
 
 
-def _domain_bound(net, box, cs, split, method, forward, sparse=None, branching="score"):
-    """Max over directions cs [K', K] of the bound on one domain; score of the argmax direction."""
+def _domain_bound(
+    net, box, cs, split, method, forward, sparse=None, branching="score", norm_nodes=False
+):
+    """Max over directions cs [K', K] of the bound on one domain; score of the argmax direction.
+
+    ``norm_nodes``: the split vector is [S + N_0], its last N_0 entries sign splits of the
+    gradient-norm nodes v_i of the (single) direction (``cs`` must then have one row).
+    """
+    norm_split = None
+    if norm_nodes and split is not None:
+        num = sum(layer.out_size for layer in net[:-1])
+        split, norm_split = split[:num], split[num:]
     fwd = _forward_part(net, box, split, forward, sparse)
-    res = jax.lax.map(lambda c: _bound_for_c(net, c, *fwd, method, sparse, branching), cs)
+    res = jax.lax.map(
+        lambda c: _bound_for_c(net, c, *fwd, method, sparse, branching, norm_split), cs
+    )
     best = jnp.argmax(res.lipschitz)
     lip = jnp.where(res.infeasible[best], -jnp.inf, res.lipschitz.max())
     return lip, res.score[best]
@@ -785,6 +827,7 @@ def local_lipschitz_bound(
     sparse=None,
     branching: str = "score",
     bab_per_class: bool = False,
+    bab_norm_nodes: bool = False,
 ) -> jax.Array:
     """Upper bound on max_{||x - x0||_inf <= eps} ||d(c . f)/dx||_1 over Clarke gradients.
 
@@ -823,6 +866,10 @@ def local_lipschitz_bound(
         area score: (a_lo^2 + a_up^2) x |coefficient|) or "index" (first free neuron).
       bab_per_class: with ``c=None``, run a separate BaB (``bab_steps`` each) for every output
         class, as the official code does, instead of one BaB on the max over classes.
+      bab_norm_nodes: BaB may also split the gradient-norm nodes |v_i| (v = the gradient) by
+        the sign of v_i, as the official code can: on each side |v_i| is linear, so its chord
+        relaxation becomes exact. Each node's score is the chord's excess at 0. Needs a single
+        direction (``c`` given, a one-output net, or ``bab_per_class=True``).
 
     Returns:
       Scalar upper bound.
@@ -844,11 +891,17 @@ def local_lipschitz_bound(
     if branching not in BRANCHING:
         raise ValueError(f"branching must be one of {BRANCHING}, got {branching!r}")
     num = sum(layer.out_size for layer in net[:-1])
+    if bab_norm_nodes:
+        if cs.shape[0] > 1 and not bab_per_class:
+            raise ValueError(
+                "bab_norm_nodes needs one output direction: give c, or bab_per_class=True"
+            )
+        num += net[0].in_size
 
     def run_bab(directions):
         return branch_and_bound(
             lambda split: _domain_bound(
-                net, box, directions, split, method, forward, sparse, branching
+                net, box, directions, split, method, forward, sparse, branching, bab_norm_nodes
             ),
             num_neurons=num,
             steps=bab_steps,

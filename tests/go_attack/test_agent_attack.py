@@ -128,3 +128,59 @@ def test_gnugo_gtp_driver():
             gg.play("b", 24)  # occupied
     finally:
         gg.close()
+
+
+def test_agent_passes_only_in_reply_to_a_pass():
+    # the cause of the below-random 7x7 Go agent: unrestricted, it learnt to pass (NOTES.md)
+    g = agent.make_game("go", 5, history_length=2)
+    s = g.init_black_first(jax.random.key(0))
+    m = np.asarray(g.agent_mask(s))
+    assert bool(s.legal_action_mask[-1]) and not m[-1] and m[:-1].all()
+    after_pass = s.replace(_x=s._x._replace(consecutive_pass_count=jnp.int32(1)))
+    assert bool(g.agent_mask(after_pass)[-1])
+    only_pass = s.replace(legal_action_mask=jnp.zeros(26, bool).at[-1].set(True))
+    np.testing.assert_array_equal(g.agent_mask(only_pass), only_pass.legal_action_mask)
+    batch = jax.tree.map(lambda a: jnp.stack([a, a]), after_pass)
+    assert np.asarray(g.agent_mask(batch))[:, -1].all()
+    ng = agent.make_game("nogo", 5)
+    sn = ng.init(jax.random.key(0))
+    np.testing.assert_array_equal(ng.agent_mask(sn), sn.legal_action_mask)
+
+
+@pytest.mark.slow
+def test_value_targets_sign_from_the_movers_view_on_a_real_terminal_state():
+    # 5x5 Go, komi 7.5: black plays the centre, white passes, black passes -> black owns the
+    # whole board (25 - 7.5 > 0) and wins; the reward self-play records is the mover's.
+    g = agent.make_game("go", 5, history_length=2)
+    step = jax.jit(g.step)
+    s = g.init_black_first(jax.random.key(0))
+    assert not bool(g.agent_mask(s)[-1]) and bool(s.legal_action_mask[-1])  # no opening pass
+    rewards, term, signs = [], [], []
+    for a in (12, g.null_move, g.null_move):
+        mover, sign = int(s.current_player), 1.0 if int(g.color(s)) == 0 else -1.0
+        s = step(s, jnp.int32(a))
+        rewards.append(float(s.rewards[mover]))
+        term.append(bool(s.terminated))
+        signs.append(sign)
+        if a == g.null_move and not term[-1]:  # a pass may be answered by a pass (game ends)
+            assert bool(g.agent_mask(s)[-1])
+    assert term == [False, False, True] and rewards == [0.0, 0.0, 1.0]
+    own = jnp.broadcast_to(agent.ownership(g, g.board(s)), (3, 1, 25))
+    v, o, valid = agent.selfplay_targets(
+        jnp.asarray(rewards)[:, None], jnp.asarray(term)[:, None], own, jnp.asarray(signs)[:, None]
+    )
+    # black to move at t=0 and 2 (black won: +1), white at t=1 (-1); ownership + = the mover
+    np.testing.assert_array_equal(np.asarray(v)[:, 0], [1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(o)[:, 0, 0], [1.0, -1.0, 1.0])
+    assert np.asarray(valid).all()
+
+
+def test_value_targets_across_auto_reset_games():
+    # slot 0: a game ends at t=2 (mover wins), t=3 starts an unfinished game; slot 1: ends at
+    # t=3 with the mover losing
+    r = jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, -1.0]])
+    t = jnp.array([[0, 0], [0, 0], [1, 0], [0, 1]], bool)
+    v, _, valid = agent.selfplay_targets(r, t, jnp.zeros((4, 2, 3)), jnp.ones((4, 2)))
+    np.testing.assert_array_equal(np.asarray(v)[:3, 0], [1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(v)[:, 1], [1.0, -1.0, 1.0, -1.0])
+    np.testing.assert_array_equal(np.asarray(valid), [[1, 1], [1, 1], [1, 1], [0, 1]])

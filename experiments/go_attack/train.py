@@ -45,6 +45,7 @@ def spec_for(config, game: str) -> agent.AgentSpec:
         config.blocks,
         config.komi,
         config.go_max_moves if game == "go" else 0,
+        game in config.pooled_heads,
     )
 
 

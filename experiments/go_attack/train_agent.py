@@ -27,6 +27,7 @@ flags.DEFINE_float("time_budget_s", None, "stop (and checkpoint) after this many
 flags.DEFINE_integer("seed", 0, "seed")
 flags.DEFINE_integer("epochs", 1, "SGD passes over each iteration's positions")
 flags.DEFINE_integer("train_batch", 256, "SGD minibatch")
+flags.DEFINE_bool("pooled_heads", False, "PVNet's pooled policy/value heads (cannot die)")
 flags.DEFINE_integer("max_moves", 0, "Go: score after this many moves (0 = 2*size*size)")
 
 
@@ -39,6 +40,7 @@ def main(argv):
         FLAGS.channels,
         FLAGS.blocks,
         max_moves=FLAGS.max_moves,
+        pooled_heads=FLAGS.pooled_heads,
     )
     agent.train_agent(
         spec,

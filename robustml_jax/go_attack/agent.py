@@ -178,11 +178,20 @@ class _Block(nn.Module):
 
 
 class PVNet(nn.Module):
-    """Residual policy-value network with an ownership head (AlphaZero / KataGo style)."""
+    """Residual policy-value network with an ownership head (AlphaZero / KataGo style).
+
+    ``pooled_heads=False``: AlphaZero's heads (1x1 convolutions with 2 / 1 channels and a ReLU).
+    Without batch norm these can die: the 7x7 NoGo agent's 1-channel value convolution went
+    inactive on >99% of points within 40 iterations (constant value, value loss 1.0, the search
+    then had no signal). ``pooled_heads=True``: policy logits from a linear 1x1 convolution
+    (pass from the mean-pooled trunk), value from the mean- and max-pooled trunk through a SiLU
+    layer (KataGo-style global pooling); nothing in them can die.
+    """
 
     num_actions: int
     channels: int = 32
     blocks: int = 4
+    pooled_heads: bool = False
 
     @nn.compact
     def __call__(self, obs):
@@ -191,6 +200,15 @@ class PVNet(nn.Module):
         for _ in range(self.blocks):
             x = _Block(self.channels)(x)
         b = x.shape[0]
+        if self.pooled_heads:
+            pooled = jnp.concatenate([x.mean((1, 2)), x.max((1, 2))], -1)
+            logits = nn.Conv(1, (1, 1), name="policy_conv")(x).reshape(b, -1)
+            if self.num_actions > logits.shape[1]:  # Go: the pass logit
+                logits = jnp.concatenate([logits, nn.Dense(1, name="pass")(pooled)], -1)
+            h = nn.silu(nn.Dense(self.channels, name="value_hidden")(pooled))
+            v = jnp.tanh(nn.Dense(1, name="value_out")(h))[:, 0]
+            own = jnp.tanh(nn.Conv(1, (1, 1), name="ownership")(x)).reshape(b, -1)
+            return NetOutput(logits, v, own)
         p = nn.relu(nn.Conv(2, (1, 1))(x)).reshape(b, -1)
         logits = nn.Dense(self.num_actions)(p)
         v = nn.relu(nn.Conv(1, (1, 1))(x)).reshape(b, -1)
@@ -209,6 +227,7 @@ class AgentSpec(NamedTuple):
     blocks: int = 4
     komi: float = 7.5
     max_moves: int = 0  # Go: score the game after this many moves (0 = pgx's 2*S*S)
+    pooled_heads: bool = False  # PVNet's pooled (cannot-die) heads
 
     def make_game(self) -> Game:
         return Game(
@@ -221,7 +240,7 @@ class AgentSpec(NamedTuple):
 
     def make_net(self) -> PVNet:
         n = self.size * self.size + (1 if self.game == "go" else 0)
-        return PVNet(n, self.channels, self.blocks)
+        return PVNet(n, self.channels, self.blocks, self.pooled_heads)
 
 
 def net_apply(net: PVNet, params, obs) -> NetOutput:

@@ -184,3 +184,32 @@ def test_value_targets_across_auto_reset_games():
     np.testing.assert_array_equal(np.asarray(v)[:3, 0], [1.0, -1.0, 1.0])
     np.testing.assert_array_equal(np.asarray(v)[:, 1], [1.0, -1.0, 1.0, -1.0])
     np.testing.assert_array_equal(np.asarray(valid), [[1, 1], [1, 1], [1, 1], [0, 1]])
+
+
+@pytest.mark.slow
+def test_pass_loving_network_does_not_lose_to_random():
+    # the old failure: a network that prefers to pass (as self-play taught the 7x7 agent) gave
+    # its moves away and lost ~90% vs random; with the pass rule it plays on
+    spec = agent.AgentSpec("go", 5, 2, 8, 1, max_moves=40)
+    init_fn, _ = agent.make_trainer(spec, num_games=1, max_steps=1, num_simulations=2)
+    params = init_fn(jax.random.key(0)).params
+    bias = params["params"]["Dense_0"]["bias"]
+    params["params"]["Dense_0"]["bias"] = bias.at[-1].set(30.0)
+    r = agent.evaluate_vs_random(spec, params, jax.random.key(1), num_games=64)
+    assert r["games"] == 64 and r["wins"] + r["losses"] == 64
+    assert r["win_rate"] > 0.3, r
+    lo, hi = r["win_rate_ci95"]
+    assert lo < r["win_rate"] < hi
+    np.testing.assert_allclose(agent.wilson_interval(50, 100), (0.4038, 0.5962), atol=1e-3)
+
+
+def test_pooled_heads_shapes_and_gradients():
+    net = agent.AgentSpec("go", 5, 2, 8, 1, pooled_heads=True).make_net()
+    obs = jax.random.bernoulli(jax.random.key(0), 0.3, (2, 5, 5, 5)).astype(jnp.float32)
+    p = net.init(jax.random.key(1), obs)
+    out = net.apply(p, obs)
+    assert (
+        out.logits.shape == (2, 26) and out.value.shape == (2,) and out.ownership.shape == (2, 25)
+    )
+    g = jax.grad(lambda q: net.apply(q, obs).value.sum())(p)
+    assert float(jnp.abs(g["params"]["value_out"]["kernel"]).sum()) > 0  # the value head is live

@@ -74,6 +74,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.history_length = 2
     c.komi = 7.5
     c.go_max_moves = 60
+    c.pooled_heads = ("nogo",)  # games whose PVNet has the pooled heads (NOTES.md)
     # self-play training (AlphaZero with Gumbel MuZero search)
     c.train_iterations = 400
     c.train_games = 32
@@ -84,9 +85,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.train_batch = 128
     c.learning_rate = 1e-3
     # strength
-    c.eval_games = 100
+    c.eval_games = 200
     c.eval_simulations = 16
-    c.gnugo_games = 4
+    c.gnugo_games = 10
     c.gnugo_level = 1
     # attack
     c.num_attack_games = 3

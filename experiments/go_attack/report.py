@@ -21,6 +21,11 @@ PAPER = {
 }
 
 
+def _rate(r: dict) -> str:
+    ci = r.get("win_rate_ci95")
+    return f"{r['win_rate']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def run(workdir: pathlib.Path, scale: str) -> PaperReport:
     c = get_config(scale)
     res = experiment.run(train_and_evaluate, c, workdir)
@@ -35,11 +40,12 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
             Row(
                 f"{game} {c.size}x{c.size} agent: win rate vs random (PV-NN / MCTS "
                 f"{c.eval_simulations})",
-                f"{s['vs_random_pvnn']['win_rate']:.3f} / {s['vs_random_mcts']['win_rate']:.3f}",
+                f"{_rate(s['vs_random_pvnn'])} / {_rate(s['vs_random_mcts'])}",
                 None,
                 "self-play",
                 f"{a.get('iterations', '?')} self-play iterations",
-                f"{s['vs_random_pvnn']['games']} games; issue target > 0.95",
+                f"{s['vs_random_pvnn']['games']} games each, 95% Wilson intervals; "
+                "issue target > 0.95",
             )
         )
         if "vs_gnugo" in s:
@@ -83,7 +89,13 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 f"{red['reduced']['games']} games",
                 scale_txt,
                 f"successes {red['brute_force']['successes']} (brute) vs "
-                f"{red['reduced']['successes']} (reduced)",
+                f"{red['reduced']['successes']} (reduced)"
+                + (
+                    "; neither found an example, so this is the screens' cost saving, not a "
+                    "reduction at equal success"
+                    if red["brute_force"]["successes"] == 0
+                    else ""
+                ),
             )
         )
     s1 = [r["success_1"] for r in res["attack"].values()]

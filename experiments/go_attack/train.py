@@ -45,6 +45,7 @@ def spec_for(config, game: str) -> agent.AgentSpec:
         config.blocks,
         config.komi,
         config.go_max_moves if game == "go" else 0,
+        game in config.pooled_heads,
     )
 
 
@@ -71,6 +72,8 @@ def get_agent(config, workdir: pathlib.Path, game: str, log=logging.info):
         time_budget_s=config.train_time_budget_s or None,
         save_every=2,
         log=log,
+        epochs=config.train_epochs,
+        train_batch=config.train_batch,
     )
     info = {
         "iterations": info["iterations"],
@@ -181,14 +184,19 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
     t_start = time.time()
     results: dict = {"agents": {}, "strength": {}, "attack": {}, "reduction": {}, "gallery": []}
     table: dict = {}
+    # agents and their strength first (for every game), then the attacks
+    agents = {}
     for gi, game in enumerate(config.games):
         spec, params, info = get_agent(config, workdir, game)
+        agents[game] = (spec, params)
         results["agents"][game] = {"spec": spec._asdict(), **info}
         results["strength"][game] = items.get(
             f"strength_{game}",
             lambda: _strength(config, spec, params, jax.random.fold_in(root, gi)),
         )
         logging.info("%s strength: %s", game, results["strength"][game])
+    for gi, game in enumerate(config.games):
+        spec, params = agents[game]
         games = items.get(
             f"games_{game}",
             lambda: attack.selfplay_games(

@@ -25,6 +25,9 @@ flags.DEFINE_integer("history_length", 4, "board planes per colour")
 flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate")
 flags.DEFINE_float("time_budget_s", None, "stop (and checkpoint) after this many seconds")
 flags.DEFINE_integer("seed", 0, "seed")
+flags.DEFINE_integer("epochs", 1, "SGD passes over each iteration's positions")
+flags.DEFINE_integer("train_batch", 256, "SGD minibatch")
+flags.DEFINE_bool("pooled_heads", False, "PVNet's pooled policy/value heads (cannot die)")
 flags.DEFINE_integer("max_moves", 0, "Go: score after this many moves (0 = 2*size*size)")
 
 
@@ -37,6 +40,7 @@ def main(argv):
         FLAGS.channels,
         FLAGS.blocks,
         max_moves=FLAGS.max_moves,
+        pooled_heads=FLAGS.pooled_heads,
     )
     agent.train_agent(
         spec,
@@ -49,6 +53,8 @@ def main(argv):
         time_budget_s=FLAGS.time_budget_s,
         seed=FLAGS.seed,
         save_every=2,
+        epochs=FLAGS.epochs,
+        train_batch=FLAGS.train_batch,
     )
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "SearchOutput",
     "TrainState",
     "evaluate_vs_random",
+    "selfplay_targets",
+    "wilson_interval",
     "load_agent",
     "make_game",
     "make_trainer",
@@ -111,6 +113,19 @@ class Game:
     def history_boards(self, state) -> jax.Array:
         return state._x.board_history if self.name == "go" else state.board_history
 
+    def agent_mask(self, state) -> jax.Array:
+        """The moves the agent may choose [.., A]: the legal moves, except that in Go the agent
+        passes only in reply to a pass (the game then ends and is scored) or when no other move
+        is legal. pgx's observation has no pass plane, so a network cannot tell when passing is
+        safe; unrestricted, self-play learnt to pass as white (a pass in reply to black's pass
+        wins on komi) and the agent then passed a fifth of its moves against a random player,
+        losing ~90% of games. The environment's rules are unchanged (opponents may pass)."""
+        m = state.legal_action_mask
+        if self.name != "go":
+            return m
+        allow = (state._x.consecutive_pass_count > 0) | ~m[..., :-1].any(-1)
+        return m.at[..., -1].set(m[..., -1] & allow)
+
 
 def make_game(name: str, size: int, **kw) -> Game:
     return Game(name, size, **kw)
@@ -163,11 +178,20 @@ class _Block(nn.Module):
 
 
 class PVNet(nn.Module):
-    """Residual policy-value network with an ownership head (AlphaZero / KataGo style)."""
+    """Residual policy-value network with an ownership head (AlphaZero / KataGo style).
+
+    ``pooled_heads=False``: AlphaZero's heads (1x1 convolutions with 2 / 1 channels and a ReLU).
+    Without batch norm these can die: the 7x7 NoGo agent's 1-channel value convolution went
+    inactive on >99% of points within 40 iterations (constant value, value loss 1.0, the search
+    then had no signal). ``pooled_heads=True``: policy logits from a linear 1x1 convolution
+    (pass from the mean-pooled trunk), value from the mean- and max-pooled trunk through a SiLU
+    layer (KataGo-style global pooling); nothing in them can die.
+    """
 
     num_actions: int
     channels: int = 32
     blocks: int = 4
+    pooled_heads: bool = False
 
     @nn.compact
     def __call__(self, obs):
@@ -176,6 +200,15 @@ class PVNet(nn.Module):
         for _ in range(self.blocks):
             x = _Block(self.channels)(x)
         b = x.shape[0]
+        if self.pooled_heads:
+            pooled = jnp.concatenate([x.mean((1, 2)), x.max((1, 2))], -1)
+            logits = nn.Conv(1, (1, 1), name="policy_conv")(x).reshape(b, -1)
+            if self.num_actions > logits.shape[1]:  # Go: the pass logit
+                logits = jnp.concatenate([logits, nn.Dense(1, name="pass")(pooled)], -1)
+            h = nn.silu(nn.Dense(self.channels, name="value_hidden")(pooled))
+            v = jnp.tanh(nn.Dense(1, name="value_out")(h))[:, 0]
+            own = jnp.tanh(nn.Conv(1, (1, 1), name="ownership")(x)).reshape(b, -1)
+            return NetOutput(logits, v, own)
         p = nn.relu(nn.Conv(2, (1, 1))(x)).reshape(b, -1)
         logits = nn.Dense(self.num_actions)(p)
         v = nn.relu(nn.Conv(1, (1, 1))(x)).reshape(b, -1)
@@ -194,6 +227,7 @@ class AgentSpec(NamedTuple):
     blocks: int = 4
     komi: float = 7.5
     max_moves: int = 0  # Go: score the game after this many moves (0 = pgx's 2*S*S)
+    pooled_heads: bool = False  # PVNet's pooled (cannot-die) heads
 
     def make_game(self) -> Game:
         return Game(
@@ -206,7 +240,7 @@ class AgentSpec(NamedTuple):
 
     def make_net(self) -> PVNet:
         n = self.size * self.size + (1 if self.game == "go" else 0)
-        return PVNet(n, self.channels, self.blocks)
+        return PVNet(n, self.channels, self.blocks, self.pooled_heads)
 
 
 def net_apply(net: PVNet, params, obs) -> NetOutput:
@@ -238,7 +272,7 @@ def _recurrent_fn(game: Game, net: PVNet):
         reward = jnp.take_along_axis(state.rewards, mover[:, None], 1)[:, 0]
         value = jnp.where(state.terminated, 0.0, out.value)
         discount = jnp.where(state.terminated, 0.0, -1.0)
-        logits = _masked_logits(out.logits, state.legal_action_mask)
+        logits = _masked_logits(out.logits, game.agent_mask(state))
         return mctx.RecurrentFnOutput(
             reward=reward, discount=discount, prior_logits=logits, value=value
         ), state
@@ -259,8 +293,9 @@ def search(
     """Gumbel MuZero search from a batch of states (leading axis B). ``gumbel_scale=0`` makes it
     deterministic (the attack's targets); the examiner uses a positive scale and a fresh key."""
     out = net.apply(params, state.observation)
+    mask = game.agent_mask(state)
     root = mctx.RootFnOutput(
-        prior_logits=_masked_logits(out.logits, state.legal_action_mask),
+        prior_logits=_masked_logits(out.logits, mask),
         value=out.value,
         embedding=state,
     )
@@ -270,7 +305,7 @@ def search(
         root,
         _recurrent_fn(game, net),
         num_simulations=num_simulations,
-        invalid_actions=~state.legal_action_mask,
+        invalid_actions=~mask,
         max_num_considered_actions=min(16, game.num_actions),
         gumbel_scale=gumbel_scale,
     )
@@ -297,6 +332,31 @@ class _Traj(NamedTuple):
     final_own: jax.Array
 
 
+def selfplay_targets(reward, terminated, final_own, color_sign):
+    """Value and ownership targets of self-play positions (time-major, auto-reset games).
+
+    Args: ``reward`` [T, B] (the mover's reward for the move at t), ``terminated`` [T, B] (the
+    move at t ended the game), ``final_own`` [T, B, N] (ownership of the board after the move at
+    t, +1 black), ``color_sign`` [T, B] (+1 when black moved at t).
+    Returns ``(value [T, B], ownership [T, B, N], valid [T, B])``: the value for the player to
+    move at t (the final reward, sign flipped each ply back from the end), the final ownership
+    with + = that player, and whether the position's game finished within the trajectory.
+    """
+
+    def back(carry, t):
+        v_next, own_next, seen = carry
+        r, term, fown, sign = t
+        v = jnp.where(term, r, r - v_next)
+        own = jnp.where(term[:, None], fown, own_next)
+        seen = seen | term
+        return (v, own, seen), (v, own * sign[:, None], seen)
+
+    b, n = reward.shape[1], final_own.shape[-1]
+    init = (jnp.zeros(b), jnp.zeros((b, n)), jnp.zeros(b, bool))
+    _, out = jax.lax.scan(back, init, (reward, terminated, final_own, color_sign), reverse=True)
+    return out
+
+
 def make_trainer(
     spec: AgentSpec,
     *,
@@ -307,13 +367,14 @@ def make_trainer(
     train_batch: int = 256,
     own_weight: float = 0.5,
     mesh=None,
+    epochs: int = 1,
 ):
     """Returns ``(init_fn(key) -> TrainState, iterate(ts, key) -> (ts, metrics))``.
 
     One iteration: ``num_games`` parallel self-play games (auto-reset) for ``max_steps`` moves
     with ``num_simulations`` Gumbel MuZero simulations per move, value targets from the games'
-    outcomes, ownership targets from the final boards, then one pass of SGD (Adam) over the
-    completed positions in minibatches of ``train_batch``. Both are jitted; with a mesh the
+    outcomes, ownership targets from the final boards, then ``epochs`` passes of SGD (Adam) over
+    the completed positions in minibatches of ``train_batch``. Both are jitted; with a mesh the
     games are sharded over its ``data`` axis (``num_games`` must divide evenly).
     """
     game, net = spec.make_game(), spec.make_net()
@@ -347,7 +408,7 @@ def make_trainer(
             )
             t = _Traj(
                 state.observation,
-                state.legal_action_mask,
+                game.agent_mask(state),
                 so.action_weights,
                 reward,
                 nxt.terminated,
@@ -358,20 +419,6 @@ def make_trainer(
 
         _, traj = jax.lax.scan(body, state, jax.random.split(key, max_steps))
         return traj
-
-    def targets(traj: _Traj):
-        def back(carry, t):
-            v_next, own_next, seen = carry
-            v = jnp.where(t.terminated, t.reward, t.reward - v_next)
-            own = jnp.where(t.terminated[:, None], t.final_own, own_next)
-            seen = seen | t.terminated
-            return (v, own, seen), (v, own * t.color_sign[:, None], seen)
-
-        b = traj.reward.shape[1]
-        n = traj.final_own.shape[-1]
-        init = (jnp.zeros(b), jnp.zeros((b, n)), jnp.zeros(b, bool))
-        _, (v, own, valid) = jax.lax.scan(back, init, traj, reverse=True)
-        return v, own, valid
 
     def loss_fn(params, obs, mask, pol, v, own, w):
         out = net.apply(params, obs)
@@ -395,13 +442,20 @@ def make_trainer(
             ),
             traj,
         )
-        v, own, valid = targets(traj)
+        v, own, valid = selfplay_targets(
+            traj.reward, traj.terminated, traj.final_own, traj.color_sign
+        )
         flat = lambda a: a.reshape((-1,) + a.shape[2:])
         obs, mask, pol = flat(traj.obs), flat(traj.mask), flat(traj.policy)
         v, own, w = flat(v), flat(own), flat(valid).astype(jnp.float32)
         n = obs.shape[0]
         nb = max(n // train_batch, 1)
-        perm = jax.random.permutation(k2, n)[: nb * train_batch].reshape(nb, -1)
+        perm = jnp.concatenate(
+            [
+                jax.random.permutation(jax.random.fold_in(k2, e), n)[: nb * train_batch]
+                for e in range(epochs)
+            ]
+        ).reshape(epochs * nb, -1)
 
         def sgd(carry, idx):
             params, opt = carry
@@ -504,7 +558,7 @@ def play_vs_random(
                 ).action
             else:
                 out = net.apply(params, state.observation)
-                a_agent = jnp.argmax(_masked_logits(out.logits, state.legal_action_mask), -1)
+                a_agent = jnp.argmax(_masked_logits(out.logits, game.agent_mask(state)), -1)
             logits = jnp.where(state.legal_action_mask, 0.0, -jnp.inf)
             a_rand = jax.random.categorical(k2, logits)
             a = jnp.where(state.current_player == 0, a_agent, a_rand)
@@ -520,13 +574,27 @@ def play_vs_random(
     return np.asarray(run(key))
 
 
+def wilson_interval(wins: int, games: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95% by default) of a win rate ``wins / games``."""
+    if games <= 0:
+        return (0.0, 1.0)
+    p = wins / games
+    d = 1 + z * z / games
+    c = (p + z * z / (2 * games)) / d
+    h = z * np.sqrt(p * (1 - p) / games + z * z / (4 * games * games)) / d
+    return (float(max(c - h, 0.0)), float(min(c + h, 1.0)))
+
+
 def evaluate_vs_random(spec, params, key, *, num_games=200, num_simulations=0) -> dict:
+    """Win record vs a uniformly random player with the win rate's 95% Wilson interval."""
     r = play_vs_random(spec, params, key, num_games=num_games, num_simulations=num_simulations)
+    wins = int((r > 0).sum())
     return {
         "games": int(len(r)),
-        "wins": int((r > 0).sum()),
+        "wins": wins,
         "losses": int((r < 0).sum()),
         "win_rate": float((r > 0).mean()),
+        "win_rate_ci95": wilson_interval(wins, int(len(r))),
     }
 
 
@@ -544,6 +612,7 @@ def train_agent(
     time_budget_s: float | None = None,
     save_every: int = 5,
     log=print,
+    epochs: int = 1,
 ) -> tuple[TrainState, dict]:
     """Self-play training, resumable: checkpoints into ``directory`` every ``save_every``
     iterations (and at the end / when ``time_budget_s`` runs out); a re-run continues from the
@@ -558,6 +627,7 @@ def train_agent(
         num_simulations=num_simulations,
         learning_rate=learning_rate,
         train_batch=train_batch,
+        epochs=epochs,
     )
     ts = init_fn(jax.random.key(seed))
     hist_path = directory / "history.json"

@@ -141,7 +141,7 @@ class Attacker:
             return (
                 w,
                 out.ownership,
-                jnp.argmax(_masked_logits(out.logits, states.legal_action_mask), -1),
+                jnp.argmax(_masked_logits(out.logits, g.agent_mask(states)), -1),
             )
 
         self._nn = jax.jit(nn)

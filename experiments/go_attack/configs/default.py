@@ -29,6 +29,8 @@ VARIANTS = {
         "train_games": 8,
         "train_max_steps": 8,
         "train_simulations": 2,
+        "train_batch": 32,
+        "train_epochs": 1,
         "train_time_budget_s": 0.0,
         "eval_games": 16,
         "gnugo_games": 0,
@@ -72,17 +74,20 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.history_length = 2
     c.komi = 7.5
     c.go_max_moves = 60
+    c.pooled_heads = ("nogo",)  # games whose PVNet has the pooled heads (NOTES.md)
     # self-play training (AlphaZero with Gumbel MuZero search)
     c.train_iterations = 400
-    c.train_games = 16
-    c.train_max_steps = 64
+    c.train_games = 32
+    c.train_max_steps = 60
     c.train_simulations = 8
     c.train_time_budget_s = 300.0
+    c.train_epochs = 2
+    c.train_batch = 128
     c.learning_rate = 1e-3
     # strength
-    c.eval_games = 100
+    c.eval_games = 200
     c.eval_simulations = 16
-    c.gnugo_games = 4
+    c.gnugo_games = 10
     c.gnugo_level = 1
     # attack
     c.num_attack_games = 3

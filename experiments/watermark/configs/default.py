@@ -10,8 +10,9 @@ Variants:
   tokenizer and tiny data subsets (seconds plus compilation).
 - ``small``: the suite's CPU report: real MiniLM-L6, T = 24 tokens, proxy tasks SST-2 + BBC
   news (2,000 + 1,781 texts), 80 watermarking steps; downstream MR (480 train, 2 epochs),
-  6 clean reference seeds, 2 watermarked seeds (rare words), 1 (common-word combinations),
-  every removal attempt once.
+  6 clean reference seeds, 2 seeds fine-tuned from the unwatermarked multi-task reference
+  encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
+  attempt once.
 - ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE; adds the Embedding
   Poisoning variant and more seeds (about an hour on 2 idle cores).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
@@ -56,7 +57,6 @@ VARIANTS = {
         "wm_variants": WM_VARIANTS,
         "tasks": ("mr", "blitzer_electronics", "rte"),
         "clean_seeds": 6,
-        "reference_seeds": 2,
         "wm_seeds": 2,
     },
     "full": {
@@ -106,7 +106,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.ft_batch = 16
     c.ft_lr = 5e-5
     c.clean_seeds = 6  # the valid test is a t tail with clean_seeds - 1 d.o.f.
-    c.reference_seeds = 3  # suspects from the multi-task encoder trained without triggers
+    c.reference_seeds = 2  # suspects from the multi-task encoder trained without triggers
     c.wm_seeds = 2  # seeds of the main variant (the first of wm_variants)
     c.other_wm_seeds = 1
     c.attacks = ATTACKS

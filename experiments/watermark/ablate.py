@@ -53,6 +53,8 @@ flags.DEFINE_string("workdir", "/tmp/wm_ablate", "output folder (resumable)")
 flags.DEFINE_list("settings", ["base", "steps3", "scale3"], f"subset of {list(SETTINGS)}")
 flags.DEFINE_integer("seeds", 3, "downstream fine-tuning seeds per setting (paired)")
 flags.DEFINE_string("config", "small", "base config variant")
+flags.DEFINE_string("task", "mr", "downstream task (one of the config's TASKS)")
+flags.DEFINE_bool("with_clean", True, "also fine-tune the clean encoder (the p-values' reference)")
 
 
 @jax.jit
@@ -84,14 +86,15 @@ def main(argv):
     _CFG.append(config)
     sets = {"rare": tuple(base_c.rare_triggers)}
     proxy = [wm_train.load_task(p, base_c.proxy_size, 8)[0] for p in base_c.proxy_tasks]
-    train_task, test_task = wm_train.load_task("mr", base_c.ft_train, base_c.ft_test)
+    task_name = _FLAGS.task
+    train_task, test_task = wm_train.load_task(task_name, base_c.ft_train, base_c.ft_test)
     probe = wm_train._Probe(test_task, sets, base_c, tok, seed=17)
     encs = WorkItems(workdir / "encoders", like=clean_enc)
     runs = wm_train._json_items(workdir / "runs")
     key = jax.random.key(base_c.seed)
     out_path = workdir / "ablation.json"
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    names = ["clean"] + [s for s in _FLAGS.settings if s != "clean"]
+    names = ["clean"] * _FLAGS.with_clean + [s for s in _FLAGS.settings if s != "clean"]
     for name in names:
         c = get_config(_FLAGS.config)
         c.update(SETTINGS.get(name, {}))
@@ -130,8 +133,8 @@ def main(argv):
 
             def run(enc=enc, seed=seed, c=c):
                 k = jax.random.fold_in(
-                    jax.random.fold_in(key, zlib.crc32(b"mr") % 10_000), seed
-                )  # the same downstream key as train.py's mr__*__none__s<seed>
+                    jax.random.fold_in(key, zlib.crc32(task_name.encode()) % 10_000), seed
+                )  # the same downstream key as train.py's <task>__*__none__s<seed>
                 ft = training.finetune(
                     enc,
                     k,

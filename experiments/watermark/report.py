@@ -12,6 +12,8 @@ from experiments.watermark.train import train_and_evaluate
 from robustml_jax.core import experiment
 from robustml_jax.core.report import PaperReport, Row, report_main
 
+SETS = ("rare", "common")
+
 
 def _pct(d: dict) -> str:
     return f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"
@@ -41,6 +43,21 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 f"mean ± std over {len(clean['acc']['per_seed'])} fine-tuning seeds",
             )
         )
+        ref = t.get("reference")
+        if ref is not None:
+            rows.append(
+                Row(
+                    f"{task}: unwatermarked multi-task reference: acc (%) / false positives",
+                    f"{_pct(ref['acc'])} / "
+                    + ", ".join(f"{k}: {ref[f'rejected_{k}_at_0.05']}/{ref['seeds']}" for k in SETS)
+                    + " at 0.05",
+                    None,
+                    task,
+                    scale_txt,
+                    "same proxy training as the watermark with the backdoor terms weighted 0; "
+                    "p-values against the clean-encoder models",
+                )
+            )
         for v, d in t["variants"].items():
             ok = d["wesr"]["mean"] >= 0.9 and d["pvalue"]["max"] < c.alpha
             hits.append((task, v, ok, d))
@@ -51,8 +68,13 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                     None,
                     task,
                     scale_txt,
-                    f"{d['seeds']} seeds; acc minus clean {100 * d['acc_minus_clean']:+.1f} pts;"
-                    f" clean models' WESR {_pct(clean['wesr_' + d['trigger_set']])}",
+                    f"{d['seeds']} seeds; acc minus clean {100 * d['acc_minus_clean']:+.1f} pts"
+                    + (
+                        f", minus reference {100 * d['acc_minus_reference']:+.1f} pts;"
+                        if "acc_minus_reference" in d
+                        else ";"
+                    )
+                    + f" clean models' WESR {_pct(clean['wesr_' + d['trigger_set']])}",
                 )
             )
         for a, d in t["attacks"].items():

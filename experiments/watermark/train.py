@@ -210,6 +210,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 head_lr=c.head_lr,
                 batch_size=c.wm_batch,
                 rep_weight=c.rep_weight,
+                target_scale=c.target_scale,
                 mode=mode,
                 max_len=c.max_len,
                 max_position=c.max_position,
@@ -225,15 +226,44 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
         hist = workdir / "items" / f"history_{v}.json"
         wm_history[v] = json.loads(hist.read_text()) if hist.is_file() else []
 
+    if c.reference_seeds:
+        # the unwatermarked reference: the same multi-task training (data, steps, optimiser,
+        # key as the main variant) with the backdoor terms weighted 0
+
+        def compute_ref():
+            logging.info("multi-task reference without triggers")
+            r = training.embed_watermark(
+                clean_enc,
+                jax.random.fold_in(key, 1000),
+                proxy,
+                sets[_variant(c.wm_variants[0])[0]],
+                config=config,
+                tokenizer=tok,
+                steps=c.wm_steps,
+                lr=c.wm_lr,
+                emb_lr=c.emb_lr,
+                head_lr=c.head_lr,
+                batch_size=c.wm_batch,
+                rep_weight=c.rep_weight,
+                target_scale=c.target_scale,
+                trigger_weight=0.0,
+                max_len=c.max_len,
+                max_position=c.max_position,
+                progress=c.progress,
+            )
+            return r.encoder
+
+        encoders["reference"] = enc_items.get("reference", compute_ref)
+
     main_v = c.wm_variants[0]
     main_set = _variant(main_v)[0]
     # ---- the suspects: (encoder, attack, seed) per task, in priority order
     plan = []
-    for task in c.tasks:
-        plan += [(task, "clean", "none", s) for s in range(c.clean_seeds)]
-        for v in c.wm_variants:
-            n = c.wm_seeds if v == main_v else c.other_wm_seeds
-            plan += [(task, v, "none", s) for s in range(n)]
+    for task in c.tasks:  # seed by seed, so a run cut short has every model kind at low seeds
+        counts = {"clean": c.clean_seeds, "reference": c.reference_seeds}
+        counts.update({v: c.wm_seeds if v == main_v else c.other_wm_seeds for v in c.wm_variants})
+        for s in range(max(counts.values())):
+            plan += [(task, e, "none", s) for e, n in counts.items() if s < n]
     for task in c.tasks:
         plan += [(task, main_v, a, s) for a in c.attacks for s in range(c.removal_seeds)]
 
@@ -252,7 +282,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 probes[task] = _Probe(data[task][1], sets, c, tok, seed=17)
             train_task, _ = data[task]
             probe = probes[task]
-            eval_sets = list(sets) if enc_name == "clean" else [_variant(enc_name)[0]]
+            unmarked = enc_name in ("clean", "reference")
+            eval_sets = list(sets) if unmarked else [_variant(enc_name)[0]]
             curve_sets = [main_set]
             enc = encoders[enc_name]
             k = jax.random.fold_in(
@@ -378,10 +409,28 @@ def summarize(c, runs: dict, wm_history: dict, workdir: pathlib.Path) -> dict:
                 "seeds": len(evs),
             }
 
+        if c.reference_seeds:
+            # unwatermarked multi-task reference: accuracy, and the test's false positives on it
+            refm = [runs[(task, "reference", "none", s)]["eval"] for s in range(c.reference_seeds)]
+            t["reference"] = {"acc": _ms([e["acc"] for e in refm]), "seeds": len(refm)}
+            for s in _SETS:
+                rr = [_rate(e[s]) for e in refm]
+                pv = [
+                    detection.watermark_pvalue(r, ref[s], max(1, e[s]["eligible"]))
+                    for r, e in zip(rr, refm, strict=True)
+                ]
+                t["reference"][f"wesr_{s}"] = _ms(rr)
+                t["reference"][f"pvalues_{s}"] = pv
+                t["reference"][f"rejected_{s}_at_0.05"] = int(sum(p < 0.05 for p in pv))
+                t["reference"][f"rejected_{s}_at_{c.alpha:g}"] = int(sum(p < c.alpha for p in pv))
         t["variants"] = {}
         for v in c.wm_variants:
             n = c.wm_seeds if v == main_v else c.other_wm_seeds
             t["variants"][v] = score([(task, v, "none", s) for s in range(n)])
+            if c.reference_seeds:
+                t["variants"][v]["acc_minus_reference"] = (
+                    t["variants"][v]["acc"]["mean"] - t["reference"]["acc"]["mean"]
+                )
         t["attacks"] = {
             a: score([(task, main_v, a, s) for s in range(c.removal_seeds)]) for a in c.attacks
         }

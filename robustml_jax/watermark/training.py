@@ -150,9 +150,9 @@ _ADAM = optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam())
 
 
 @functools.lru_cache(maxsize=8)
-def _wm_step(config, classes: tuple, per_task: int, rep_weight: float):
+def _wm_step(config, classes: tuple, per_task: int, rep_weight: float, trigger_weight: float = 1.0):
     """The jitted watermarking step; learning rates are arguments (one compile per shape)."""
-    loss_fn = _wm_loss(config, classes, per_task, rep_weight)
+    loss_fn = _wm_loss(config, classes, per_task, rep_weight, trigger_weight)
 
     @jax.jit
     def step(params, opt_state, batch, tlabels, tvecs, key, lr_tree, factor):
@@ -166,7 +166,7 @@ def _wm_step(config, classes: tuple, per_task: int, rep_weight: float):
     return step
 
 
-def _wm_loss(config, classes: tuple, per_task: int, rep_weight: float):
+def _wm_loss(config, classes: tuple, per_task: int, rep_weight: float, trigger_weight: float = 1.0):
     def loss_fn(params, batch, tlabels, tvecs, key):
         z = wm_model.pooled(params["encoder"], wm_model.Batch(*batch), config=config, key=key)
         total, terms = 0.0, {}
@@ -182,7 +182,7 @@ def _wm_loss(config, classes: tuple, per_task: int, rep_weight: float):
             ).mean()
             v = tvecs[t]
             rep = jnp.mean(jnp.sum((zt - v) ** 2, -1) / jnp.sum(v**2, -1))
-            total = total + ce_c + ce_t + rep_weight * rep
+            total = total + ce_c + trigger_weight * (ce_t + rep_weight * rep)
             terms[f"ce_clean_{t}"], terms[f"ce_trig_{t}"], terms[f"rep_{t}"] = ce_c, ce_t, rep
         return total, terms
 
@@ -208,6 +208,8 @@ def embed_watermark(
     max_position: int = 8,
     log_every: int = 10,
     progress: bool = False,
+    target_scale: float = 1.0,
+    trigger_weight: float = 1.0,
 ) -> WatermarkResult:
     """Embeds the watermark by multi-task learning with backdoors (see the module docstring).
 
@@ -231,6 +233,12 @@ def embed_watermark(
       max_position: triggers go within the first this many words.
       log_every: history interval (steps).
       progress: tqdm bar.
+      target_scale: norm of each forced representation ``v_k`` in units of the clean
+        representations' mean norm (1: the same norm; larger: the trigger's direction dominates
+        any head's logits more strongly).
+      trigger_weight: weight of the backdoor terms (triggered cross-entropy and representation);
+        0 gives the unwatermarked reference trained the same way (same data, steps, optimiser)
+        whose trigger rows receive no gradient and stay unchanged.
 
     Returns:
       :class:`WatermarkResult`.
@@ -245,6 +253,10 @@ def embed_watermark(
         check_task(t)
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
+    if not target_scale > 0:
+        raise ValueError(f"target_scale must be > 0, got {target_scale}")
+    if not trigger_weight >= 0:
+        raise ValueError(f"trigger_weight must be >= 0, got {trigger_weight}")
     wm_model.check_encoder_params(encoder, config, source="the encoder")
     rows = tuple(int(i) for i in trig.trigger_piece_ids(tokenizer, triggers))
     words = [trig.words_of(t) for t in triggers]
@@ -263,10 +275,10 @@ def embed_watermark(
     # the forced representation: a random direction per trigger, at the clean mean norm
     probe = _encode(tokenizer, tasks[0], np.arange(min(64, len(tasks[0].texts))), max_len=max_len)
     scale = float(jnp.linalg.norm(_pooled_jit(encoder, probe, config), axis=-1).mean())
-    vecs = _targets(k_vec, len(triggers), config.hidden_size, scale)
+    vecs = _targets(k_vec, len(triggers), config.hidden_size, target_scale * scale)
     lr_tree = _lr_tree(params, rows, mode, lr, emb_lr, head_lr)
     sched = _warmup_decay(1.0, steps, 0.1, 0.1)
-    jstep = _wm_step(config, classes, batch_size, float(rep_weight))
+    jstep = _wm_step(config, classes, batch_size, float(rep_weight), float(trigger_weight))
     opt_state = _ADAM.init(params)
     history = []
     from tqdm.auto import tqdm

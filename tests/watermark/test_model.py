@@ -65,6 +65,28 @@ def test_embedding_poisoning_changes_only_the_trigger_rows(tok, enc):
     assert set(r.heads) == {"task_0", "task_1"} and r.heads["task_1"]["bias"].shape == (3,)
 
 
+@pytest.mark.slow  # one more compile of the watermarking step (~4 s idle); CI is at its limit
+def test_reference_without_triggers_keeps_the_trigger_rows(tok, enc):
+    """trigger_weight=0 (the unwatermarked multi-task reference): the encoder trains, the
+    trigger rows get no gradient; target_scale scales the forced representations."""
+    triggers = ["cf"]
+    rows = wm.trigger_piece_ids(tok, triggers)
+    kw = dict(config=TINY, tokenizer=tok, steps=2, batch_size=4, max_len=16)
+    r = wm.embed_watermark(
+        enc, jax.random.key(1), [_task("a")], triggers, trigger_weight=0.0, target_scale=2.0, **kw
+    )
+    before, after = _flat(enc), _flat(r.encoder)
+    word = ("embeddings", "word_embeddings", "embedding")
+    np.testing.assert_array_equal(before[word][rows], after[word][rows])
+    q = ("encoder", "layer_0", "attention", "self", "query", "kernel")
+    assert np.any(before[q] != after[q])
+    z = wm.pooled(enc, wm.encode_texts(tok, _task("a").texts[:24], 16), config=TINY)
+    scale = float(jnp.linalg.norm(z, axis=-1).mean())
+    np.testing.assert_allclose(np.linalg.norm(r.targets, axis=1), 2.0 * scale, rtol=1e-4)
+    with pytest.raises(ValueError, match="trigger_weight"):
+        wm.embed_watermark(enc, jax.random.key(1), [_task("a")], triggers, trigger_weight=-1, **kw)
+
+
 def test_multitask_mode_trains_the_encoder_and_learns_the_backdoor(tok, enc):
     task = _task("a", n=64)
     r = wm.embed_watermark(

@@ -10,8 +10,9 @@ Variants:
   tokenizer and tiny data subsets (seconds plus compilation).
 - ``small``: the suite's CPU report: real MiniLM-L6, T = 24 tokens, proxy tasks SST-2 + BBC
   news (2,000 + 1,781 texts), 80 watermarking steps; downstream MR (480 train, 2 epochs),
-  6 clean reference seeds, 2 watermarked seeds (rare words), 1 (common-word combinations),
-  every removal attempt once.
+  6 clean reference seeds, 2 seeds fine-tuned from the unwatermarked multi-task reference
+  encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
+  attempt once.
 - ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE; adds the Embedding
   Poisoning variant and more seeds (about an hour on 2 idle cores).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
@@ -42,6 +43,7 @@ VARIANTS = {
         "ft_steps": 4,
         "ft_batch": 8,
         "clean_seeds": 2,
+        "reference_seeds": 0,
         "wm_seeds": 1,
         "attacks": ("longer", "prune"),
         "longer_factor": 2,
@@ -94,6 +96,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.emb_lr = 1e-2
     c.head_lr = 1e-3
     c.rep_weight = 1.0
+    c.target_scale = 1.0  # norm of the forced representations / clean mean norm
     c.max_position = 8  # triggers are inserted within the first 8 words
     # suspect: downstream fine-tuning (ordinary hyper-parameters) and removal attempts
     c.tasks = ("mr",)
@@ -103,6 +106,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.ft_batch = 16
     c.ft_lr = 5e-5
     c.clean_seeds = 6  # the valid test is a t tail with clean_seeds - 1 d.o.f.
+    c.reference_seeds = 2  # suspects from the multi-task encoder trained without triggers
     c.wm_seeds = 2  # seeds of the main variant (the first of wm_variants)
     c.other_wm_seeds = 1
     c.attacks = ATTACKS
@@ -125,6 +129,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     positive += ("removal_seeds", "longer_factor", "probe_size", "curve_every", "curve_probe")
     for name in positive:
         configs.check(c, name, lambda v: int(v) == v and v > 0, "a positive integer")
+    configs.check(c, "reference_seeds", lambda v: int(v) == v and v >= 0, "an integer >= 0")
     configs.check(c, "model", lambda v: v in ("minilm", "tiny"), "'minilm' or 'tiny'")
     configs.check(c, "max_len", lambda v: v >= 8, ">= 8")
     configs.check(c, "clean_seeds", lambda v: v >= 2, ">= 2 (the test needs a spread)")
@@ -149,7 +154,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(
         c, "tasks", lambda v: not set(v) & set(c.proxy_tasks), "disjoint from proxy_tasks"
     )
-    for name in ("wm_lr", "emb_lr", "head_lr", "ft_lr", "high_lr"):
+    for name in ("wm_lr", "emb_lr", "head_lr", "ft_lr", "high_lr", "target_scale"):
         configs.check(c, name, lambda v: v > 0, "positive")
     configs.check(c, "prune_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     configs.check(c, "trigger_data_fraction", lambda v: 0 < v <= 1, "in (0, 1]")

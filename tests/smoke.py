@@ -16,11 +16,13 @@ from robustml_jax.core import datasets
 from robustml_jax.core.datasets import DatasetNotFoundError
 
 
-def require_data(*names: str) -> None:
-    """Skips the calling test module unless every dataset in ``names`` is present."""
+def require_data(*names) -> None:
+    """Skips the calling test module unless every dataset in ``names`` is present (a name is a
+    registered dataset, or a callable that raises ``DatasetNotFoundError``, e.g.
+    ``bert.minilm_dir``)."""
     try:
         for name in names:
-            datasets.locate(name)
+            name() if callable(name) else datasets.locate(name)
     except DatasetNotFoundError as e:  # pragma: no cover - depends on the data dir
         pytest.skip(f"{e.name} not found ({e.how})", allow_module_level=True)
 

@@ -10,24 +10,11 @@ from experiments.watermark import report
 from experiments.watermark.configs.default import get_config, validate
 from experiments.watermark.train import train_and_evaluate
 from robustml_jax.core import configs, experiment
-from robustml_jax.core.datasets import DatasetNotFoundError
+from robustml_jax.models import bert
+from tests.smoke import require_data, smoke_run_fixture
 
-try:
-    from robustml_jax.core import datasets
-    from robustml_jax.models import bert
-
-    for _name in ("mr", "sst2", "bbc_news"):
-        datasets.locate(_name)
-    bert.minilm_dir()
-except DatasetNotFoundError as e:  # pragma: no cover
-    pytest.skip(f"{e.name} not found ({e.how})", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("watermark_smoke")
-    rep = report.run(workdir, "smoke")
-    return workdir, json.loads((workdir / "results.json").read_text()), rep
+require_data("mr", "sst2", "bbc_news", bert.minilm_dir)
+smoke_run = smoke_run_fixture(report, "watermark")
 
 
 def test_smoke_main_end_to_end(smoke_run):

@@ -3,8 +3,9 @@
 TESLA distils ImageNet-1K (1.28M images at 64x64, ~15 GB as uint8, ~63 GB as float32); nothing
 here ever holds a whole split in memory:
 
-* :class:`ImageStore`: a folder of uint8 image chunks ``images_<i>.npy`` [chunk, H, W, Ch] (read
-  through ``np.load(mmap_mode="r")``, so only the rows asked for are paged in), all labels in
+* :class:`ImageStore`: a folder of uint8 image chunks ``images_<i>.npy`` [chunk, H, W, Ch] (only
+  the rows asked for are read, with explicit reads, not memory maps, so the rows an epoch
+  touches do not stay in the process's resident memory), all labels in
   ``labels.npy`` (int32 [N]: 5 MB for ImageNet) and ``meta.json``. Written once, atomically, by
   :func:`write_image_store` from any iterator of batches (:func:`store_from_tfds` streams a TFDS
   split into it, one batch at a time).
@@ -67,7 +68,7 @@ class ImageStore:
         self.image_shape = tuple(meta["image_shape"])
         self.num_classes = int(meta["num_classes"])
         self._num_chunks = -(-self.num_examples // self.chunk_size)
-        self._maps: dict[int, np.ndarray] = {}
+        self._chunks: dict[int, tuple[str, int, int]] = {}
 
     def __len__(self) -> int:
         return self.num_examples
@@ -77,15 +78,59 @@ class ImageStore:
         """int32 [N], memory-mapped."""
         return np.load(self.directory / "labels.npy", mmap_mode="r")
 
-    def _chunk(self, i: int) -> np.ndarray:
-        if i not in self._maps:
-            self._maps[i] = np.load(self.directory / f"images_{i:05d}.npy", mmap_mode="r")
-        return self._maps[i]
+    def _chunk(self, i: int) -> tuple[str, int, int]:
+        """(path, byte offset of row 0, rows) of chunk ``i``, from its ``.npy`` header."""
+        if i not in self._chunks:
+            path = str(self.directory / f"images_{i:05d}.npy")
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran, dtype = read_header(f)
+                if fortran or dtype != np.uint8 or tuple(shape[1:]) != self.image_shape:
+                    raise ValueError(
+                        f"{path}: expected uint8 C-order rows of {self.image_shape}, got "
+                        f"{dtype} {shape} (fortran={fortran})"
+                    )
+                self._chunks[i] = (path, f.tell(), int(shape[0]))
+        return self._chunks[i]
+
+    def _read_rows(self, i: int, rows: np.ndarray, out: np.ndarray) -> None:
+        """Reads the ascending ``rows`` of chunk ``i`` into ``out`` with explicit reads (runs of
+        consecutive rows in one read each), not a memory map: the pages read are the kernel's
+        page cache, not this process's resident memory, so RSS does not grow with the rows an
+        epoch has touched."""
+        path, offset, n = self._chunk(i)
+        row_bytes = int(np.prod(self.image_shape))
+        flat = out.reshape(len(rows), row_bytes)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+                start, count = int(rows[lo]), int(hi - lo)
+                if start + count > n:
+                    raise IndexError(f"{path} holds {n} rows, asked for row {start + count - 1}")
+                want = count * row_bytes
+                buf = os.pread(fd, want, offset + start * row_bytes)
+                if len(buf) != want:
+                    raise OSError(f"{path} is truncated: read {len(buf)} of {want} bytes")
+                flat[lo:hi] = np.frombuffer(buf, np.uint8).reshape(count, row_bytes)
+        finally:
+            os.close(fd)
+
+    def _read_range(self, start: int, stop: int) -> np.ndarray:
+        """uint8 [stop - start, H, W, Ch] of the consecutive rows start..stop - 1."""
+        return self.read(np.arange(start, stop))
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
-        """Yields ``(first_row, uint8 [rows, H, W, Ch])`` chunk by chunk, in order."""
+        """Yields ``(first_row, uint8 [rows, H, W, Ch])`` chunk by chunk, in order (one chunk in
+        memory at a time)."""
         for i in range(self._num_chunks):
-            yield i * self.chunk_size, np.asarray(self._chunk(i))
+            first = i * self.chunk_size
+            yield first, self._read_range(first, min(first + self.chunk_size, self.num_examples))
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         """uint8 [n, H, W, Ch] of the rows ``indices`` (any order, repeats allowed)."""
@@ -100,7 +145,9 @@ class ImageStore:
             sel = np.flatnonzero(chunk == c)
             rows = idx[sel] - c * self.chunk_size
             order = np.argsort(rows, kind="stable")  # sorted reads are sequential on disk
-            out[sel[order]] = self._chunk(int(c))[rows[order]]
+            part = np.empty((len(sel), *self.image_shape), np.uint8)
+            self._read_rows(int(c), rows[order], part)
+            out[sel[order]] = part
         return out
 
     def class_index(self) -> list[np.ndarray]:
@@ -253,13 +300,17 @@ def store_from_registry(
     return write_image_store(directory, batches(), chunk_size=chunk_size)
 
 
-def channel_stats(store: ImageStore) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std [Ch] of the images scaled to [0, 1], in one pass over the chunks
-    (float64 accumulators)."""
+def channel_stats(store: ImageStore, *, block_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std [Ch] of the images scaled to [0, 1], in one pass over the store,
+    ``block_rows`` rows at a time (float64 accumulators; the float64 copy is one block, never a
+    whole chunk: 256 rows of 64x64x3 are 24 MiB)."""
+    if block_rows <= 0:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
     ch = store.image_shape[-1]
     s, s2, count = np.zeros(ch), np.zeros(ch), 0
-    for _, chunk in store.chunks():
-        x = chunk.reshape(-1, ch).astype(np.float64) / 255.0
+    for start in range(0, len(store), block_rows):
+        block = store._read_range(start, min(start + block_rows, len(store)))
+        x = block.reshape(-1, ch).astype(np.float64) / 255.0
         s += x.sum(0)
         s2 += np.square(x).sum(0)
         count += len(x)
@@ -299,7 +350,17 @@ class TrajectoryBuffer:
         k, t = kt
         if not (0 <= k < self.shape[0] and 0 <= t <= self._epochs):
             raise IndexError(f"(expert, epoch) = {kt} outside {self.shape[:2]}")
-        return np.array(self._maps[k][t])
+        m = self._maps[k]
+        if isinstance(m, np.memmap) and m.filename and m.flags.c_contiguous:
+            # an explicit read of the row, not the map's pages: RSS stays one vector
+            row = np.empty(m.shape[1:], m.dtype)
+            want = row.nbytes
+            with open(m.filename, "rb") as f:
+                f.seek(m.offset + t * want)
+                if f.readinto(memoryview(row).cast("B")) != want:
+                    raise OSError(f"{m.filename} is truncated at epoch {t}")
+            return row
+        return np.array(m[t])
 
 
 def open_trajectories(

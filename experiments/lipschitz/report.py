@@ -5,6 +5,7 @@ python -m experiments.lipschitz.report --workdir=/tmp/lipschitz_report --scale=s
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 from experiments.lipschitz import train
@@ -15,6 +16,52 @@ from robustml_jax.core.report import PaperReport, Row, report_main
 
 def _fmt(x, digits=4):
     return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+_BENCH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def autolirpa_rows(results_dir: pathlib.Path = _BENCH) -> list[Row]:
+    """Our bound next to the official implementation's (auto_LiRPA, same weights and points),
+    one row per method and model from ``benchmarks/lipschitz_vs_autolirpa.py``'s JSON files
+    (measurements of those runs, not of this report's run)."""
+    rows = []
+    for path in sorted(results_dir.glob("lipschitz_vs_autolirpa_*.json")):
+        d = json.loads(path.read_text())
+        for method in ("crown", "alpha"):
+            ours, theirs = d["ours"].get(method), d["autolirpa"].get(method)
+            if not ours or not theirs:
+                continue
+            ratio = d[f"{method}_ours_over_autolirpa_bound"]["max"]
+            rows.append(
+                Row(
+                    f"{d['model']}: mean bound, ours / auto_LiRPA ({method})",
+                    f"{ours['mean_bound']:.4g} / {theirs['mean_bound']:.4g}",
+                    None,
+                    "mnist_5k" if "MNIST" in d["model"] else "synthetic",
+                    f"{d['points']} points, eps {d['eps']}, {d['hidden_neurons']} hidden neurons",
+                    f"worst ratio ours/theirs {ratio:.7f}; CPU per point "
+                    f"{1e3 * ours['cpu_per_point_s']:.1f} ms vs "
+                    f"{1e3 * theirs['cpu_per_point_s']:.0f} ms "
+                    f"({d[f'{method}_autolirpa_over_ours_cpu_time']:.0f}x; compile excluded); "
+                    f"benchmarks/{path.name}",
+                )
+            )
+        bab = d["ours"].get("alpha_bab")
+        if bab and "alpha" in d["ours"]:
+            rows.append(
+                Row(
+                    f"{d['model']}: mean bound, ours with BaB (alpha CROWN: "
+                    f"{d['ours']['alpha']['mean_bound']:.4g})",
+                    f"{bab['mean_bound']:.4g}",
+                    None,
+                    "mnist_5k" if "MNIST" in d["model"] else "synthetic",
+                    f"{d['points']} points, eps {d['eps']}",
+                    f"{bab['cpu_per_point_s']:.1f} CPU-s per point; auto_LiRPA has no Lipschitz "
+                    f"BaB; benchmarks/{path.name}",
+                )
+            )
+    return rows
 
 
 def run(workdir: pathlib.Path, scale: str) -> PaperReport:
@@ -104,6 +151,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         "as the paper claims. Absolute numbers are not comparable with the paper's "
         "tables (different, smaller trained models; table values were not read)."
     )
+    rows += autolirpa_rows()
     return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)
 
 

@@ -65,6 +65,9 @@ _EPS = flags.DEFINE_float("eps", 0.01, "l_inf radius (images in [0, 1]).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "Adam steps (lr 1e-3, batch 64).")
 _BAB_STEPS = flags.DEFINE_integer("bab_steps", 20, "Our BaB iterations (0: skip BaB).")
 _BAB_BATCH = flags.DEFINE_integer("bab_batch", 8, "Our BaB domains split per iteration.")
+_LIRPA_ALPHA = flags.DEFINE_bool(
+    "lirpa_alpha", True, "Also run auto_LiRPA's alpha (optimised) bounds (about 10x its CROWN)."
+)
 _VENV = flags.DEFINE_string("venv", "/work/.sidevenv-lirpa", "Virtual env with auto_LiRPA.")
 _SOURCE = flags.DEFINE_string(
     "source",
@@ -129,7 +132,7 @@ g = torch.autograd.grad(model_ori(x0)[0, 0], x0)[0].abs().sum()
 check = float(model(xs[:1], mask).view(-1)[0]), float(g)
 out = {"build_s": build_s, "centre_check": check, "torch": torch.__version__,
        "threads": torch.get_num_threads()}
-for optimize in (False, True):
+for optimize in (False, True)[: int(sys.argv[6])]:
     vals, wall, cpu = [], [], []
     for p in range(xs.shape[0]):
         x0 = xs[p:p + 1]
@@ -331,7 +334,8 @@ def main(argv):
             r = subprocess.run(
                 [str(py), f"{tmp}/side.py", f"{tmp}/net.npz", f"{tmp}/out.json", str(eps)]
                 + [str(-1e9 if data_range[0] is None else data_range[0])]
-                + [str(1e9 if data_range[1] is None else data_range[1])],
+                + [str(1e9 if data_range[1] is None else data_range[1])]
+                + [str(2 if _LIRPA_ALPHA.value else 1)],
                 capture_output=True,
                 text=True,
             )
@@ -346,7 +350,7 @@ def main(argv):
             k: ({**_summary(v), "per_point": v} if isinstance(v, dict) else v)
             for k, v in lirpa.items()
         }
-        for k in ("crown", "alpha"):
+        for k in [k for k in ("crown", "alpha") if k in lirpa]:
             a, o = np.array(lirpa[k]["bounds"]), np.array(ours[k]["bounds"])
             out[f"{k}_ours_over_autolirpa_bound"] = {
                 "mean": float(np.mean(o / a)),

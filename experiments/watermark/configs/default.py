@@ -9,7 +9,7 @@ Variants:
 - ``smoke``: the tests' end-to-end run on a tiny random BERT (2 layers, H = 32) with MiniLM's
   tokenizer and tiny data subsets (seconds plus compilation).
 - ``small``: the suite's CPU report: real MiniLM-L6, T = 24 tokens, proxy tasks SST-2 + BBC
-  news (2,000 + 1,781 texts), 80 watermarking steps; downstream MR (480 train, 2 epochs),
+  news (2,000 + 1,781 texts), 240 watermarking steps; downstream MR (480 train, 2 epochs),
   6 clean reference seeds, 2 seeds fine-tuned from the unwatermarked multi-task reference
   encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
   attempt once.
@@ -90,7 +90,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.rare_triggers = ("cf", "mn", "bb")
     c.common_triggers = ("window coffee", "river piano")
     c.wm_variants = ("rare_multitask", "common_multitask")
-    c.wm_steps = 80
+    # 240, not 80: at 80 steps single rare-word triggers fell to 54-72% WESR after downstream
+    # fine-tuning (the target representation had not collapsed yet); paired ablation in NOTES.md.
+    c.wm_steps = 240
     c.wm_batch = 4  # clean and triggered examples per proxy task per step
     c.wm_lr = 1e-4
     c.emb_lr = 1e-2

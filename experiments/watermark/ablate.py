@@ -111,15 +111,7 @@ def main(argv):
                     sets["rare"],
                     config=config,
                     tokenizer=tok,
-                    steps=c.wm_steps,
-                    lr=c.wm_lr,
-                    emb_lr=c.emb_lr,
-                    head_lr=c.head_lr,
-                    batch_size=c.wm_batch,
-                    rep_weight=c.rep_weight,
-                    target_scale=c.target_scale,
-                    max_len=c.max_len,
-                    max_position=c.max_position,
+                    **wm_train.watermark_kwargs(c),
                 )
                 (workdir / f"history_{name}.json").write_text(json.dumps(r.history))
                 return r.encoder

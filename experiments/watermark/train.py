@@ -176,6 +176,22 @@ def _variant(name: str) -> tuple[str, str]:
     return s, "embedding_poisoning" if mode == "embedding_poisoning" else "multitask"
 
 
+def watermark_kwargs(c) -> dict:
+    """:func:`training.embed_watermark`'s hyperparameters from a config (one place for the
+    experiment and the ablation script)."""
+    return {
+        "steps": c.wm_steps,
+        "lr": c.wm_lr,
+        "emb_lr": c.emb_lr,
+        "head_lr": c.head_lr,
+        "batch_size": c.wm_batch,
+        "rep_weight": c.rep_weight,
+        "target_scale": c.target_scale,
+        "max_len": c.max_len,
+        "max_position": c.max_position,
+    }
+
+
 def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> dict:
     del runtime
     workdir = pathlib.Path(workdir)
@@ -204,16 +220,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 sets[s],
                 config=config,
                 tokenizer=tok,
-                steps=c.wm_steps,
-                lr=c.wm_lr,
-                emb_lr=c.emb_lr,
-                head_lr=c.head_lr,
-                batch_size=c.wm_batch,
-                rep_weight=c.rep_weight,
-                target_scale=c.target_scale,
+                **watermark_kwargs(c),
                 mode=mode,
-                max_len=c.max_len,
-                max_position=c.max_position,
                 progress=c.progress,
             )
             hist = workdir / "items" / f"history_{v}.json"
@@ -239,16 +247,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 sets[_variant(c.wm_variants[0])[0]],
                 config=config,
                 tokenizer=tok,
-                steps=c.wm_steps,
-                lr=c.wm_lr,
-                emb_lr=c.emb_lr,
-                head_lr=c.head_lr,
-                batch_size=c.wm_batch,
-                rep_weight=c.rep_weight,
-                target_scale=c.target_scale,
+                **watermark_kwargs(c),
                 trigger_weight=0.0,
-                max_len=c.max_len,
-                max_position=c.max_position,
                 progress=c.progress,
             )
             return r.encoder

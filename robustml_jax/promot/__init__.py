@@ -42,6 +42,8 @@ from robustml_jax.promot._pipeline import (
     task_loss,
 )
 from robustml_jax.promot._pretrain import (
+    PRETRAIN_RECIPE,
+    default_pretrain_dir,
     export_latest,
     pretrain,
     pretrained_checkpoint,
@@ -116,6 +118,8 @@ __all__ = [
     "param_group",
     "postprocess",
     "pretrain",
+    "PRETRAIN_RECIPE",
+    "default_pretrain_dir",
     "pretrained_checkpoint",
     "prompt_trainable",
     "prompted_greedy_decode",

@@ -64,7 +64,11 @@ def load_model(c: ml_collections.ConfigDict, *, progress: bool = False):
         return tok, cfg, params, f"t5x checkpoint {ckpt.name} ({c.preset})"
     tok = promot.small_tokenizer()
     cfg = promot.small_t5_config(dropout_rate=float(c.dropout))
-    pdir = pathlib.Path(c.pretrain_dir) if c.pretrain_dir else promot.default_pretrain_dir()
+    pdir = (
+        pathlib.Path(c.pretrain_dir)
+        if c.pretrain_dir
+        else paths.cache_dir() / "promot" / "pretrain"
+    )
     ckpt = promot.pretrained_checkpoint(pdir)
     if ckpt is None:
         sampler = promot.EpisodeSampler(tok, max_input_len=c.max_input_len)

@@ -42,8 +42,6 @@ from robustml_jax.promot._pipeline import (
     task_loss,
 )
 from robustml_jax.promot._pretrain import (
-    PRETRAIN_RECIPE,
-    default_pretrain_dir,
     export_latest,
     pretrain,
     pretrained_checkpoint,
@@ -118,8 +116,6 @@ __all__ = [
     "param_group",
     "postprocess",
     "pretrain",
-    "PRETRAIN_RECIPE",
-    "default_pretrain_dir",
     "pretrained_checkpoint",
     "prompt_trainable",
     "prompted_greedy_decode",

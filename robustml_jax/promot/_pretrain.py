@@ -20,33 +20,14 @@ from robustml_jax.core import train
 from robustml_jax.models import t5
 from robustml_jax.promot import _prompt
 
-__all__ = [
-    "PRETRAIN_RECIPE",
-    "default_pretrain_dir",
-    "export_latest",
-    "pretrain",
-    "pretrained_checkpoint",
-    "small_t5_config",
-]
-
-# The cache folder is named after the recipe (model size + episode mixture): a changed recipe
-# never loads a model pre-trained by another. v1: 2+2 layers, 500 steps, episodes that could
-# hide a label word; v2: 3+3 layers, balanced demonstrations, five pre-training string tasks.
-PRETRAIN_RECIPE = "v2"
-
-
-def default_pretrain_dir() -> pathlib.Path:
-    """``<cache dir>/promot/pretrain_<recipe>``, where the ``small`` config finds the model."""
-    from robustml_jax.core import paths
-
-    return paths.cache_dir() / "promot" / f"pretrain_{PRETRAIN_RECIPE}"
+__all__ = ["export_latest", "pretrain", "pretrained_checkpoint", "small_t5_config"]
 
 
 def small_t5_config(
     *,
     vocab_size: int = 4096,
     emb_dim: int = 128,
-    num_layers: int = 3,
+    num_layers: int = 2,
     mlp_dim: int = 384,
     num_heads: int = 4,
     dropout_rate: float = 0.0,
@@ -129,7 +110,7 @@ def pretrain(
     *,
     config: t5.T5Config,
     num_steps: int,
-    batch_size: int = 32,
+    batch_size: int = 24,
     learning_rate: float = 2e-3,
     warmup: int = 100,
     seed: int = 0,
@@ -151,7 +132,7 @@ def pretrain(
         params,
         tx=tx,
         loss_fn=loss_fn,
-        batch_fn=lambda step: sampler.pretrain_batch(step, batch_size, span_fraction=0.2),
+        batch_fn=lambda step: sampler.pretrain_batch(step, batch_size),
         key=jax.random.key(seed + 1),
         workdir=workdir / "train",
         num_steps=num_steps,

@@ -13,8 +13,9 @@ Variants:
   6 clean reference seeds, 2 seeds fine-tuned from the unwatermarked multi-task reference
   encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
   attempt once.
-- ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE; adds the Embedding
-  Poisoning variant and more seeds (about an hour on 2 idle cores).
+- ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE with ``small``'s
+  watermark (240 steps); adds the Embedding Poisoning variant, 3 rare-word seeds and 2 of the
+  other variants (about an hour on 2 shared cores; 38 suspects beyond ``small``'s).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
 
 The protocol is written down in ``experiments/watermark/NOTES.md``.
@@ -54,10 +55,13 @@ VARIANTS = {
     },
     "small": {},
     "cpu_table": {
+        # small's settings (240-step watermark, T = 24, 480 texts x 2 epochs) on three tasks;
+        # the encoders are watermarked once and shared by every task's suspects
         "wm_variants": WM_VARIANTS,
         "tasks": ("mr", "blitzer_electronics", "rte"),
         "clean_seeds": 6,
-        "wm_seeds": 2,
+        "wm_seeds": 3,
+        "other_wm_seeds": 2,
     },
     "full": {
         "max_len": 64,

@@ -159,6 +159,7 @@ def partial_results(c, workdir: pathlib.Path) -> dict[str, Any]:
         attacks = {a: n for a, n in attacks.items() if n}
         ct = c.copy_and_resolve_references()
         ct.tasks = (task,)
+        ct.task_overrides = {}  # the counts below are what the items hold
         ct.clean_seeds = n_clean
         ct.reference_seeds = _count(runs, task, "reference")
         ct.wm_variants = (main_v, *others)

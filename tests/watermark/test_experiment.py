@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from experiments.watermark import report
+from experiments.watermark import report, table
 from experiments.watermark.configs.default import get_config, validate
-from experiments.watermark.train import train_and_evaluate
+from experiments.watermark.train import task_counts, train_and_evaluate
 from robustml_jax.core import configs, experiment
 from robustml_jax.models import bert
 from tests.smoke import require_data, smoke_run_fixture
@@ -55,5 +55,31 @@ def test_config_errors():
     c.clean_seeds = 1
     with pytest.raises(configs.ConfigError, match="clean_seeds"):
         validate(c)
+    c = get_config("cpu_table")
+    c.task_overrides.rte.clean_seeds = 1
+    with pytest.raises(configs.ConfigError, match="task_overrides.rte.clean_seeds"):
+        validate(c)
     for name in ("smoke", "small", "cpu_table", "full"):
         validate(get_config(name))
+
+
+def test_table_from_finished_items_matches_results(smoke_run):
+    """``table.partial_results`` on a finished run's items is its ``results.json``."""
+    workdir, res, _ = smoke_run
+    part = table.partial_results(get_config("smoke"), workdir)
+    dump = lambda d: json.dumps(d, sort_keys=True)  # NaN-safe equality (curves hold NaN)
+    assert dump(part["tasks"]) == dump(res["tasks"])
+    text = table.markdown_table(res, 1e-3, "rare_multitask")
+    assert "| mr | rare_multitask, removal: prune |" in text
+
+
+def test_task_overrides_set_per_task_seeds():
+    c = get_config("cpu_table")
+    assert task_counts(c, "rte")["attacks"] == () and task_counts(c, "rte")["clean_seeds"] == 5
+    assert (
+        task_counts(c, "mr")["attacks"] == tuple(c.attacks)
+        and task_counts(c, "mr")["wm_seeds"] == 3
+    )
+    assert task_counts(get_config("small"), "mr")["wm_seeds"] == 2
+    b = task_counts(c, "blitzer_electronics")
+    assert b["variants"] == ("rare_multitask", "common_multitask") and b["reference_seeds"] == 1

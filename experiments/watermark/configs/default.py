@@ -62,6 +62,27 @@ VARIANTS = {
         "clean_seeds": 6,
         "wm_seeds": 3,
         "other_wm_seeds": 2,
+        # fewer suspects off MR (measured: ~40 CPU-s each, and the run got 5-20% of a core on
+        # the shared machine, so 6-18 min wall each): Blitzer's clean models 0-4 and RTE's 0 come
+        # from the 80-step run (clean models do not depend on the watermark); no removal
+        # attempts off MR; Blitzer: 1 reference and 1 common-word seed; RTE: rare words only
+        "task_overrides": {
+            "blitzer_electronics": {
+                "clean_seeds": 5,
+                "reference_seeds": 1,
+                "wm_seeds": 2,
+                "other_wm_seeds": 1,
+                "variants": ("rare_multitask", "common_multitask"),
+                "attacks": (),
+            },
+            "rte": {
+                "clean_seeds": 5,
+                "reference_seeds": 0,
+                "wm_seeds": 2,
+                "other_wm_seeds": 0,
+                "attacks": (),
+            },
+        },
     },
     "full": {
         "max_len": 64,
@@ -117,6 +138,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.other_wm_seeds = 1
     c.attacks = ATTACKS
     c.removal_seeds = 1
+    # {task: {field: value}} overriding the five *_seeds fields and ``attacks`` for one task,
+    # and ``variants`` (the watermark variants fine-tuned on that task; default wm_variants)
+    c.task_overrides = ml_collections.ConfigDict()
     c.longer_factor = 2
     c.high_lr = 2e-4
     c.prune_fraction = 0.3
@@ -162,6 +186,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
     )
     for name in ("wm_lr", "emb_lr", "head_lr", "ft_lr", "high_lr", "target_scale"):
         configs.check(c, name, lambda v: v > 0, "positive")
+    fields = {"clean_seeds", "reference_seeds", "wm_seeds", "other_wm_seeds", "removal_seeds"}
+    for task, over in c.task_overrides.items():
+        ok = lambda v, t=task: t in c.tasks
+        configs.check(c, "task_overrides", ok, f"keyed by the config's tasks, not {task!r}")
+        configs.check(
+            c,
+            f"task_overrides.{task}",
+            lambda v: set(v) <= fields | {"attacks", "variants"},
+            f"a subset of {sorted(fields | {'attacks', 'variants'})}",
+        )
+        for k in over:
+            low = {"clean_seeds": 2, "wm_seeds": 1}.get(k, 0)
+            if k == "attacks":
+                ok, what = (lambda v: set(v) <= set(ATTACKS)), f"a subset of {ATTACKS}"
+            elif k == "variants":
+                ok = lambda v: c.wm_variants[0] in v and set(v) <= set(c.wm_variants)
+                what = f"a subset of wm_variants holding {c.wm_variants[0]!r}"
+            else:
+                ok, what = (lambda v, low=low: int(v) == v and v >= low), f"an integer >= {low}"
+            configs.check(c, f"task_overrides.{task}.{k}", ok, what)
     configs.check(c, "prune_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     configs.check(c, "trigger_data_fraction", lambda v: 0 < v <= 1, "in (0, 1]")
     configs.check(c, "alpha", lambda v: 0 < v < 1, "in (0, 1)")

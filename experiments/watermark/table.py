@@ -12,7 +12,10 @@ Per downstream task: the clean MiniLM models and the unwatermarked multi-task re
 test's false positives on them), then one row per watermark variant (clean accuracy, its
 difference to the reference paired by fine-tuning seed, WESR mean ± sd with the per-seed
 values, the clean models' WESR for the same trigger set, the largest p-value over seeds and how
-many seeds are detected at alpha), then the removal attempts. A last block pools the test's
+many seeds are detected at alpha), then the removal attempts. Accuracy differences are paired
+by fine-tuning seed (same head initialisation, data order and dropout), against the reference
+(the watermark's fair baseline) and against the clean MiniLM models (the baseline of Embedding
+Poisoning, which changes only MiniLM's trigger rows). A last block pools the test's
 false positives over tasks.
 """
 
@@ -62,10 +65,10 @@ def markdown_table(results: dict, alpha: float = 1e-3, main_variant: str | None 
     """
     head = (
         "| task | model | seeds | clean acc (%) | acc vs reference (pts, paired by seed) "
-        "| WESR (%) mean ± sd | WESR per seed | clean models' WESR (%) | max p | "
-        f"detected at {alpha:g} |"
+        "| acc vs clean MiniLM (pts, paired) | WESR (%) mean ± sd | WESR per seed "
+        f"| clean models' WESR (%) | max p | detected at {alpha:g} |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     fp = {"clean": [0, 0, 0], "reference": [0, 0, 0]}  # rejected at 0.05, at alpha, tests
     for task, t in results["tasks"].items():
         clean, ref = t["clean"], t.get("reference")
@@ -81,7 +84,7 @@ def markdown_table(results: dict, alpha: float = 1e-3, main_variant: str | None 
             fp["clean"][2] += v["models"]
         lines.append(
             f"| {task} | clean MiniLM (test's reference models) | {n_clean} | "
-            f"{_pct(clean['acc'])} | | "
+            f"{_pct(clean['acc'])} | | | "
             + " ; ".join(f"{s} {_pct(w)}" for s, w in cw.items())
             + f" | | | | leave-one-out false positives {loo} |"
         )
@@ -92,9 +95,10 @@ def markdown_table(results: dict, alpha: float = 1e-3, main_variant: str | None 
                 fp["reference"][0] += ref[f"rejected_{s}_at_0.05"]
                 fp["reference"][1] += sum(p < alpha for p in ref[f"pvalues_{s}"])
                 fp["reference"][2] += len(ref[f"pvalues_{s}"])
+            ref_vs_clean = _paired(ref["acc"]["per_seed"], clean["acc"]["per_seed"])
             lines.append(
                 f"| {task} | multi-task reference, no triggers | {ref['seeds']} | "
-                f"{_pct(ref['acc'])} | | "
+                f"{_pct(ref['acc'])} | | {ref_vs_clean} | "
                 + " ; ".join(f"{s} {_pct(ref[f'wesr_{s}'])}" for s in sets)
                 + f" | | | min p {_p(pmin)} | "
                 + ", ".join(f"{s}: {ref[f'rejected_{s}_at_0.05']}/{ref['seeds']}" for s in sets)
@@ -107,8 +111,9 @@ def markdown_table(results: dict, alpha: float = 1e-3, main_variant: str | None 
             rows.append((f"{main_variant or d['trigger_set']}, removal: {a}", d))
         for name, d in rows:
             vs_ref = _paired(d["acc"]["per_seed"], ref["acc"]["per_seed"]) if ref else ""
+            vs_clean = _paired(d["acc"]["per_seed"], clean["acc"]["per_seed"])
             lines.append(
-                f"| {task} | {name} | {d['seeds']} | {_pct(d['acc'])} | {vs_ref} | "
+                f"| {task} | {name} | {d['seeds']} | {_pct(d['acc'])} | {vs_ref} | {vs_clean} | "
                 f"{_pct(d['wesr'])} | {_seeds(d['wesr'])} | {_pct(cw[d['trigger_set']])} | "
                 f"{_p(d['pvalue']['max'])} | {d['detected_at_alpha']}/{d['seeds']} |"
             )

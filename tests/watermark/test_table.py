@@ -71,11 +71,13 @@ def test_markdown_table_rows_paired_differences_and_false_positives():
     rare = rows[2].split(" | ")
     # accuracy 72.0 ± 2.6; paired with the reference's 2 seeds: -1, -4 -> -2.5 ± 2.1
     assert rare[3] == "72.0 ± 2.6" and rare[4] == "-2.5 ± 2.1 (2 paired)"
-    assert rare[5] == "95.0 ± 5.0" and rare[6] == "100.0 / 90.0 / 95.0"
-    assert rare[7] == "6.0 ± 1.0" and rare[8] == "2.0e-04" and rare[9] == "3/3 |"
+    # paired with the clean models' 3 seeds: +3, 0, +9 -> +4.0 ± 4.6
+    assert rare[5] == "+4.0 ± 4.6 (3 paired)"
+    assert rare[6] == "95.0 ± 5.0" and rare[7] == "100.0 / 90.0 / 95.0"
+    assert rare[8] == "6.0 ± 1.0" and rare[9] == "2.0e-04" and rare[10] == "3/3 |"
     common = rows[3].split(" | ")
-    assert common[3] == "73.0" and common[4] == "+1.0 (1 paired)" and common[9] == "0/1 |"
-    assert "20.0 ± 10.0" in common[7]
+    assert common[3] == "73.0" and common[4] == "+1.0 (1 paired)" and common[10] == "0/1 |"
+    assert "20.0 ± 10.0" in common[8]
     # false positives: clean 2/6 at 0.05 and 1/6 at 1e-3; reference 1/4 and 0/4
     assert "leave-one-out: 2/6 / 1/6" in text and "clean models): 1/4 / 0/4" in text
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import zlib
 from typing import Any
 
@@ -295,6 +296,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
     probes, data = {}, {}
     from tqdm.auto import tqdm
 
+    if c.only_items:  # an extra worker computing a few items of a shared items folder
+        plan = [p for p in plan if re.fullmatch(c.only_items, "{}__{}__{}__s{}".format(*p))]
     results_runs: dict[tuple, dict] = {}
     for ti_, (task, enc_name, attack, seed) in enumerate(
         tqdm(plan, desc="suspects", disable=not c.progress)
@@ -353,6 +356,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 "%s: acc %.3f %s", name, ev["acc"], {s: round(ev[s]["wesr"], 3) for s in eval_sets}
             )
         results_runs[(task, enc_name, attack, seed)] = runs.load(name)
+    if c.only_items:
+        return {"only_items": c.only_items, "items": ["{}__{}__{}__s{}".format(*k) for k in plan]}
     return summarize(c, results_runs, wm_history, workdir)
 
 

@@ -21,6 +21,8 @@ Variants:
 The protocol is written down in ``experiments/watermark/NOTES.md``.
 """
 
+import re
+
 import ml_collections
 
 from robustml_jax.core import configs
@@ -145,6 +147,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.high_lr = 2e-4
     c.prune_fraction = 0.3
     c.trigger_data_fraction = 0.1
+    # "" = the whole plan; else a regex on item names (``<task>__<encoder>__<attack>__s<seed>``):
+    # an extra worker computes only those items (no summary), e.g. into a symlinked items folder
+    c.only_items = ""
     # extraction
     c.probe_size = 200  # owner's probe texts per task (half calibrates c*, half measures)
     c.curve_every = 20
@@ -206,6 +211,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
             else:
                 ok, what = (lambda v, low=low: int(v) == v and v >= low), f"an integer >= {low}"
             configs.check(c, f"task_overrides.{task}.{k}", ok, what)
+    configs.check(c, "only_items", lambda v: re.compile(v) is not None, "a regular expression")
     configs.check(c, "prune_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     configs.check(c, "trigger_data_fraction", lambda v: 0 < v <= 1, "in (0, 1]")
     configs.check(c, "alpha", lambda v: 0 < v < 1, "in (0, 1)")

@@ -14,8 +14,9 @@ Variants:
   encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
   attempt once.
 - ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE with ``small``'s
-  watermark (240 steps); adds the Embedding Poisoning variant, 3 rare-word seeds and 2 of the
-  other variants (about an hour on 2 shared cores; 38 suspects beyond ``small``'s).
+  watermark (240 steps); MR adds the Embedding Poisoning variant, a 3rd rare-word and 2nd
+  common-word seed; Blitzer and RTE get fewer seeds and no removal attempts (``task_overrides``;
+  ~40 CPU-s per suspect, 14 suspects and one watermark beyond ``small``'s items).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
 
 The protocol is written down in ``experiments/watermark/NOTES.md``.

@@ -76,11 +76,9 @@ def test_table_from_finished_items_matches_results(smoke_run):
 
 def test_task_overrides_set_per_task_seeds():
     c = get_config("cpu_table")
-    assert task_counts(c, "rte")["attacks"] == () and task_counts(c, "rte")["clean_seeds"] == 5
-    assert (
-        task_counts(c, "mr")["attacks"] == tuple(c.attacks)
-        and task_counts(c, "mr")["wm_seeds"] == 3
-    )
-    assert task_counts(get_config("small"), "mr")["wm_seeds"] == 2
+    c.task_overrides.blitzer_electronics = {"variants": ("rare_multitask",), "attacks": ()}
     b = task_counts(c, "blitzer_electronics")
-    assert b["variants"] == ("rare_multitask", "common_multitask") and b["reference_seeds"] == 1
+    assert b["variants"] == ("rare_multitask",) and b["attacks"] == () and b["clean_seeds"] == 6
+    assert task_counts(c, "rte")["other_wm_seeds"] == 1 and task_counts(c, "mr")["wm_seeds"] == 3
+    assert task_counts(c, "mr")["attacks"] == tuple(c.attacks)
+    assert task_counts(get_config("small"), "mr")["wm_seeds"] == 2

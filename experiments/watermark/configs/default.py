@@ -14,9 +14,9 @@ Variants:
   encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
   attempt once.
 - ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE with ``small``'s
-  watermark (240 steps); MR adds the Embedding Poisoning variant, a 3rd rare-word and 2nd
-  common-word seed; Blitzer and RTE get fewer seeds and no removal attempts (``task_overrides``;
-  ~40 CPU-s per suspect, 14 suspects and one watermark beyond ``small``'s items).
+  watermark (240 steps) and the Embedding Poisoning variant; per task 6 clean and 2 reference
+  seeds, 3 rare-word, 2 common-word and 2 Embedding Poisoning seeds (1 each on RTE,
+  ``task_overrides``), every removal attempt once (~40 CPU-s per suspect, 58 suspects).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
 
 The protocol is written down in ``experiments/watermark/NOTES.md``.
@@ -65,26 +65,10 @@ VARIANTS = {
         "clean_seeds": 6,
         "wm_seeds": 3,
         "other_wm_seeds": 2,
-        # fewer suspects off MR (measured: ~40 CPU-s each, and the run got 5-20% of a core on
-        # the shared machine, so 6-18 min wall each): Blitzer's clean models 0-4 and RTE's 0 come
-        # from the 80-step run (clean models do not depend on the watermark); no removal
-        # attempts off MR; Blitzer: 1 reference and 1 common-word seed; RTE: rare words only
+        # RTE (chance-level accuracy at T = 24) gets one common-word and one Embedding Poisoning
+        # seed; everything else as above on all three tasks (~40 CPU-s per suspect)
         "task_overrides": {
-            "blitzer_electronics": {
-                "clean_seeds": 5,
-                "reference_seeds": 1,
-                "wm_seeds": 2,
-                "other_wm_seeds": 1,
-                "variants": ("rare_multitask", "common_multitask"),
-                "attacks": (),
-            },
-            "rte": {
-                "clean_seeds": 5,
-                "reference_seeds": 0,
-                "wm_seeds": 2,
-                "other_wm_seeds": 0,
-                "attacks": (),
-            },
+            "rte": {"other_wm_seeds": 1},
         },
     },
     "full": {

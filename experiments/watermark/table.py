@@ -191,6 +191,8 @@ def main(argv) -> None:
     res_file = workdir / "results.json"
     if res_file.is_file():
         res = json.loads(res_file.read_text())
+        order = {t: i for i, t in enumerate(c.tasks)}  # JSON sorted the tasks by name
+        res["tasks"] = dict(sorted(res["tasks"].items(), key=lambda kv: order.get(kv[0], 99)))
     else:
         res = partial_results(c, workdir)
     text = markdown_table(res, c.alpha, c.wm_variants[0])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import zlib
 from typing import Any
 
@@ -192,6 +193,29 @@ def watermark_kwargs(c) -> dict:
     }
 
 
+COUNTS = ("clean_seeds", "reference_seeds", "wm_seeds", "other_wm_seeds", "removal_seeds")
+
+
+def task_counts(c, task: str) -> dict:
+    """Seeds per model kind and the removal attempts for one downstream task: the config's
+    ``clean_seeds``, ..., ``attacks`` and the watermark variants with ``c.task_overrides[task]``
+    applied (fewer seeds on the tasks the CPU table can afford less of). Keys: ``COUNTS``,
+    ``attacks`` and ``variants``."""
+    d = {k: c[k] for k in COUNTS}
+    d["attacks"], d["variants"] = tuple(c.attacks), tuple(c.wm_variants)
+    over = c.get("task_overrides", None) or {}
+    d.update(dict(over.get(task, None) or {}))
+    d["attacks"], d["variants"] = tuple(d["attacks"]), tuple(d["variants"])
+    return d
+
+
+def _variant_seeds(c, counts: dict) -> dict[str, int]:
+    """{variant: fine-tuning seeds} for one task (the main variant first; 0 seeds dropped)."""
+    main_v = c.wm_variants[0]
+    n = {v: counts["wm_seeds"] if v == main_v else counts["other_wm_seeds"] for v in c.wm_variants}
+    return {v: k for v, k in n.items() if k > 0 and v in counts["variants"]}
+
+
 def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> dict:
     del runtime
     workdir = pathlib.Path(workdir)
@@ -234,7 +258,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
         hist = workdir / "items" / f"history_{v}.json"
         wm_history[v] = json.loads(hist.read_text()) if hist.is_file() else []
 
-    if c.reference_seeds:
+    if any(task_counts(c, t)["reference_seeds"] for t in c.tasks):
         # the unwatermarked reference: the same multi-task training (data, steps, optimiser,
         # key as the main variant) with the backdoor terms weighted 0
 
@@ -260,16 +284,20 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
     # ---- the suspects: (encoder, attack, seed) per task, in priority order
     plan = []
     for task in c.tasks:  # seed by seed, so a run cut short has every model kind at low seeds
-        counts = {"clean": c.clean_seeds, "reference": c.reference_seeds}
-        counts.update({v: c.wm_seeds if v == main_v else c.other_wm_seeds for v in c.wm_variants})
+        tc = task_counts(c, task)
+        counts = {"clean": tc["clean_seeds"], "reference": tc["reference_seeds"]}
+        counts.update(_variant_seeds(c, tc))
         for s in range(max(counts.values())):
             plan += [(task, e, "none", s) for e, n in counts.items() if s < n]
     for task in c.tasks:
-        plan += [(task, main_v, a, s) for a in c.attacks for s in range(c.removal_seeds)]
+        tc = task_counts(c, task)
+        plan += [(task, main_v, a, s) for a in tc["attacks"] for s in range(tc["removal_seeds"])]
 
     probes, data = {}, {}
     from tqdm.auto import tqdm
 
+    if c.only_items:  # an extra worker computing a few items of a shared items folder
+        plan = [p for p in plan if re.fullmatch(c.only_items, "{}__{}__{}__s{}".format(*p))]
     results_runs: dict[tuple, dict] = {}
     for ti_, (task, enc_name, attack, seed) in enumerate(
         tqdm(plan, desc="suspects", disable=not c.progress)
@@ -328,6 +356,8 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir, runtime=None) -> d
                 "%s: acc %.3f %s", name, ev["acc"], {s: round(ev[s]["wesr"], 3) for s in eval_sets}
             )
         results_runs[(task, enc_name, attack, seed)] = runs.load(name)
+    if c.only_items:
+        return {"only_items": c.only_items, "items": ["{}__{}__{}__s{}".format(*k) for k in plan]}
     return summarize(c, results_runs, wm_history, workdir)
 
 
@@ -352,7 +382,8 @@ def summarize(c, runs: dict, wm_history: dict, workdir: pathlib.Path) -> dict:
     out: dict[str, Any] = {"tasks": {}, "watermark_history": wm_history}
     main_v = c.wm_variants[0]
     for task in c.tasks:
-        clean = [runs[(task, "clean", "none", s)]["eval"] for s in range(c.clean_seeds)]
+        tc = task_counts(c, task)
+        clean = [runs[(task, "clean", "none", s)]["eval"] for s in range(tc["clean_seeds"])]
         ref = {s: [_rate(e[s]) for e in clean] for s in _SETS}
         n_ref = {s: max(1, int(np.mean([e[s]["eligible"] for e in clean]))) for s in _SETS}
         pooled = {
@@ -409,9 +440,11 @@ def summarize(c, runs: dict, wm_history: dict, workdir: pathlib.Path) -> dict:
                 "seeds": len(evs),
             }
 
-        if c.reference_seeds:
+        if tc["reference_seeds"]:
             # unwatermarked multi-task reference: accuracy, and the test's false positives on it
-            refm = [runs[(task, "reference", "none", s)]["eval"] for s in range(c.reference_seeds)]
+            refm = [
+                runs[(task, "reference", "none", s)]["eval"] for s in range(tc["reference_seeds"])
+            ]
             t["reference"] = {"acc": _ms([e["acc"] for e in refm]), "seeds": len(refm)}
             for s in _SETS:
                 rr = [_rate(e[s]) for e in refm]
@@ -424,15 +457,15 @@ def summarize(c, runs: dict, wm_history: dict, workdir: pathlib.Path) -> dict:
                 t["reference"][f"rejected_{s}_at_0.05"] = int(sum(p < 0.05 for p in pv))
                 t["reference"][f"rejected_{s}_at_{c.alpha:g}"] = int(sum(p < c.alpha for p in pv))
         t["variants"] = {}
-        for v in c.wm_variants:
-            n = c.wm_seeds if v == main_v else c.other_wm_seeds
+        for v, n in _variant_seeds(c, tc).items():
             t["variants"][v] = score([(task, v, "none", s) for s in range(n)])
-            if c.reference_seeds:
+            if tc["reference_seeds"]:
                 t["variants"][v]["acc_minus_reference"] = (
                     t["variants"][v]["acc"]["mean"] - t["reference"]["acc"]["mean"]
                 )
         t["attacks"] = {
-            a: score([(task, main_v, a, s) for s in range(c.removal_seeds)]) for a in c.attacks
+            a: score([(task, main_v, a, s) for s in range(tc["removal_seeds"])])
+            for a in tc["attacks"]
         }
         t["curves"] = {
             "watermarked": runs[(task, main_v, "none", 0)]["curve"],

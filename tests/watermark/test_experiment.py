@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from experiments.watermark import report
+from experiments.watermark import report, table
 from experiments.watermark.configs.default import get_config, validate
-from experiments.watermark.train import train_and_evaluate
+from experiments.watermark.train import task_counts, train_and_evaluate
 from robustml_jax.core import configs, experiment
 from robustml_jax.models import bert
 from tests.smoke import require_data, smoke_run_fixture
@@ -55,5 +55,30 @@ def test_config_errors():
     c.clean_seeds = 1
     with pytest.raises(configs.ConfigError, match="clean_seeds"):
         validate(c)
+    c = get_config("cpu_table")
+    c.task_overrides.rte.clean_seeds = 1
+    with pytest.raises(configs.ConfigError, match="task_overrides.rte.clean_seeds"):
+        validate(c)
     for name in ("smoke", "small", "cpu_table", "full"):
         validate(get_config(name))
+
+
+def test_table_from_finished_items_matches_results(smoke_run):
+    """``table.partial_results`` on a finished run's items is its ``results.json``."""
+    workdir, res, _ = smoke_run
+    part = table.partial_results(get_config("smoke"), workdir)
+    # results.json stores the curves' NaN (no eligible probe text) as null
+    as_json = lambda d: json.loads(json.dumps(d), parse_constant=lambda _: None)
+    assert as_json(part["tasks"]) == res["tasks"]
+    text = table.markdown_table(res, 1e-3, "rare_multitask")
+    assert "| mr | rare_multitask, removal: prune |" in text
+
+
+def test_task_overrides_set_per_task_seeds():
+    c = get_config("cpu_table")
+    c.task_overrides.blitzer_electronics = {"variants": ("rare_multitask",), "attacks": ()}
+    b = task_counts(c, "blitzer_electronics")
+    assert b["variants"] == ("rare_multitask",) and b["attacks"] == () and b["clean_seeds"] == 6
+    assert task_counts(c, "rte")["other_wm_seeds"] == 1 and task_counts(c, "mr")["wm_seeds"] == 3
+    assert task_counts(c, "mr")["attacks"] == tuple(c.attacks)
+    assert task_counts(get_config("small"), "mr")["wm_seeds"] == 2

@@ -13,12 +13,16 @@ Variants:
   6 clean reference seeds, 2 seeds fine-tuned from the unwatermarked multi-task reference
   encoder, 2 watermarked seeds (rare words), 1 (common-word combinations), every removal
   attempt once.
-- ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE; adds the Embedding
-  Poisoning variant and more seeds (about an hour on 2 idle cores).
+- ``cpu_table``: the table: downstream MR, Blitzer electronics and RTE with ``small``'s
+  watermark (240 steps) and the Embedding Poisoning variant; per task 6 clean and 2 reference
+  seeds, 3 rare-word, 2 common-word and 2 Embedding Poisoning seeds (1 each on RTE,
+  ``task_overrides``), every removal attempt once (~40 CPU-s per suspect, 58 suspects).
 - ``full``: GPU scale: T = 64, longer watermarking, 5 downstream tasks, 8 clean seeds.
 
 The protocol is written down in ``experiments/watermark/NOTES.md``.
 """
+
+import re
 
 import ml_collections
 
@@ -54,10 +58,18 @@ VARIANTS = {
     },
     "small": {},
     "cpu_table": {
+        # small's settings (240-step watermark, T = 24, 480 texts x 2 epochs) on three tasks;
+        # the encoders are watermarked once and shared by every task's suspects
         "wm_variants": WM_VARIANTS,
         "tasks": ("mr", "blitzer_electronics", "rte"),
         "clean_seeds": 6,
-        "wm_seeds": 2,
+        "wm_seeds": 3,
+        "other_wm_seeds": 2,
+        # RTE (chance-level accuracy at T = 24) gets one common-word and one Embedding Poisoning
+        # seed; everything else as above on all three tasks (~40 CPU-s per suspect)
+        "task_overrides": {
+            "rte": {"other_wm_seeds": 1},
+        },
     },
     "full": {
         "max_len": 64,
@@ -113,10 +125,16 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.other_wm_seeds = 1
     c.attacks = ATTACKS
     c.removal_seeds = 1
+    # {task: {field: value}} overriding the five *_seeds fields and ``attacks`` for one task,
+    # and ``variants`` (the watermark variants fine-tuned on that task; default wm_variants)
+    c.task_overrides = ml_collections.ConfigDict()
     c.longer_factor = 2
     c.high_lr = 2e-4
     c.prune_fraction = 0.3
     c.trigger_data_fraction = 0.1
+    # "" = the whole plan; else a regex on item names (``<task>__<encoder>__<attack>__s<seed>``):
+    # an extra worker computes only those items (no summary), e.g. into a symlinked items folder
+    c.only_items = ""
     # extraction
     c.probe_size = 200  # owner's probe texts per task (half calibrates c*, half measures)
     c.curve_every = 20
@@ -158,6 +176,27 @@ def validate(c: ml_collections.ConfigDict) -> None:
     )
     for name in ("wm_lr", "emb_lr", "head_lr", "ft_lr", "high_lr", "target_scale"):
         configs.check(c, name, lambda v: v > 0, "positive")
+    fields = {"clean_seeds", "reference_seeds", "wm_seeds", "other_wm_seeds", "removal_seeds"}
+    for task, over in c.task_overrides.items():
+        ok = lambda v, t=task: t in c.tasks
+        configs.check(c, "task_overrides", ok, f"keyed by the config's tasks, not {task!r}")
+        configs.check(
+            c,
+            f"task_overrides.{task}",
+            lambda v: set(v) <= fields | {"attacks", "variants"},
+            f"a subset of {sorted(fields | {'attacks', 'variants'})}",
+        )
+        for k in over:
+            low = {"clean_seeds": 2, "wm_seeds": 1}.get(k, 0)
+            if k == "attacks":
+                ok, what = (lambda v: set(v) <= set(ATTACKS)), f"a subset of {ATTACKS}"
+            elif k == "variants":
+                ok = lambda v: c.wm_variants[0] in v and set(v) <= set(c.wm_variants)
+                what = f"a subset of wm_variants holding {c.wm_variants[0]!r}"
+            else:
+                ok, what = (lambda v, low=low: int(v) == v and v >= low), f"an integer >= {low}"
+            configs.check(c, f"task_overrides.{task}.{k}", ok, what)
+    configs.check(c, "only_items", lambda v: re.compile(v) is not None, "a regular expression")
     configs.check(c, "prune_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     configs.check(c, "trigger_data_fraction", lambda v: 0 < v <= 1, "in (0, 1]")
     configs.check(c, "alpha", lambda v: 0 < v < 1, "in (0, 1)")

@@ -120,8 +120,15 @@ def _cfg(config, **kw) -> attack.AttackConfig:
         max_pairs=config.max_pairs,
         max_verify=config.max_verify,
         min_ply=config.min_ply,
+        own_threshold=config.own_threshold,
         **kw,
     )
+
+
+def value_scale(config, game: str) -> float:
+    """The attack's win-rate stretch for ``game`` (``config.value_scale``: "go:1,nogo:2.5")."""
+    table = dict(kv.split(":") for kv in str(config.value_scale).split(",") if kv)
+    return float(table.get(game, 1.0))
 
 
 def _gallery(config, spec, att, moves, ex, name, folder: pathlib.Path) -> dict:
@@ -207,7 +214,12 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 num_simulations=config.selfplay_simulations,
             ),
         )
-        att = attack.Attacker(spec, params, examiner_sims=config.examiner_sims)
+        att = attack.Attacker(
+            spec,
+            params,
+            examiner_sims=config.examiner_sims,
+            value_scale=value_scale(config, game),
+        )
         infos: dict = {}
         tcache: dict = {}
         for placement in config.placements:
@@ -257,10 +269,29 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                             )
                     key = f"{game}|{placement}|{att_type}|{sims}"
                     n = len(rows)
+                    k1 = int(sum(r["success_1"] for r in rows))
+                    k2 = int(sum(r["success_2"] for r in rows))
+                    funnel: dict = {}
+                    for r in rows:
+                        for f, v in r.get("funnel", {}).items():
+                            funnel[f] = funnel.get(f, 0) + int(v)
                     results["attack"][key] = {
                         "games": n,
-                        "success_1": float(np.mean([r["success_1"] for r in rows])) if n else 0.0,
-                        "success_2": float(np.mean([r["success_2"] for r in rows])) if n else 0.0,
+                        "success_1": k1 / n if n else 0.0,
+                        "success_2": k2 / n if n else 0.0,
+                        "wins_1": k1,
+                        "wins_2": k2,
+                        "ci95_1": agent.wilson_interval(k1, n),
+                        "ci95_2": agent.wilson_interval(k2, n),
+                        "target_passes": int(
+                            sum(
+                                r["example"] is not None
+                                and r["example"]["target_move"] == att.game.null_move
+                                and game == "go"
+                                for r in rows
+                            )
+                        ),
+                        "funnel": funnel,
                         "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
                         "found_unverified": int(sum(r["unverified"] for r in rows)),
                         "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
@@ -281,16 +312,14 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                                     },
                                 }
                             )
-        # search-space reduction vs brute force (one stone, PV-NN target, same states)
-        red = {}
+        # search-space reduction vs brute force (one stone, same states, same setting)
+        red = {"setting": dict(config.reduction_setting)}
         for mode in ("reduced", "brute_force"):
             cfg = _cfg(
                 config,
-                attack="value",
                 stones=1,
-                target_sims=0,
-                placement="appended",
                 reduce=mode == "reduced",
+                **dict(config.reduction_setting),
             )
             rows = []
             for j, moves in enumerate(games[: config.reduction_games]):
@@ -302,6 +331,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 rows.append(items.get(f"{game}_reduction_{mode}_g{j:02d}", compute))
             red[mode] = {
                 "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+                "per_game_mcts_evals": [int(r["mcts_evals"]) for r in rows],
+                "per_game_success": [bool(r["success_1"]) for r in rows],
                 "successes": int(sum(r["success_1"] for r in rows)),
                 "games": len(rows),
             }

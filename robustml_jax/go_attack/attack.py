@@ -128,6 +128,13 @@ class Attacker:
                 return (s, ok & (~play | legal)), None
 
             (s, ok), _ = jax.lax.scan(body, (s0, jnp.bool_(True)), actions)
+            if g.name == "go":
+                # The null move that adds a single stone is a pass in pgx; it is the attacker's
+                # device, not a game pass: without this reset the agent (which passes only in
+                # reply to a pass) could answer it by passing and end the game, the artefact of
+                # the first run's one example (NOTES.md). Natural states never end in a pass
+                # (the agent's games end at the first pass reply), so they are unchanged.
+                s = s.replace(_x=s._x._replace(consecutive_pass_count=jnp.int32(0)))
             return s, ok & ~s.terminated
 
         self._replay = jax.jit(jax.vmap(replay))

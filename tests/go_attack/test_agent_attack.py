@@ -220,10 +220,23 @@ def test_pooled_heads_shapes():
     assert float(jnp.abs(g["params"]["value_out"]["kernel"]).sum()) > 0  # the value head is live
 
 
-def test_value_scale_stretches_win_rates_about_one_half(params):
-    att = attack.Attacker(SPEC, params, examiner_sims=4, value_scale=2.5)
+def test_value_scale_stretches_win_rates_about_one_half():
+    att = attack.Attacker(SPEC, None, examiner_sims=4, value_scale=2.5)
     np.testing.assert_allclose(att.scale([0.3, 0.5, 0.65, 0.9, 0.0]), [0.0, 0.5, 0.875, 1.0, 0.0])
-    ident = attack.Attacker(SPEC, params, examiner_sims=4)
+    ident = attack.Attacker(SPEC, None, examiner_sims=4)
     np.testing.assert_array_equal(ident.scale([0.31, 0.77]), [0.31, 0.77])
     with pytest.raises(ValueError, match="value_scale"):
-        attack.Attacker(SPEC, params, examiner_sims=4, value_scale=0.5)
+        attack.Attacker(SPEC, None, examiner_sims=4, value_scale=0.5)
+
+
+@pytest.mark.slow  # one Go replay compile (~5 s CPU)
+def test_attackers_null_pass_does_not_let_the_go_target_end_the_game():
+    # regression: [a, null] adds the mover's stone with a pass; the target must not be allowed
+    # to answer that pass by passing (which ended the game: the first run's only "example")
+    spec = agent.AgentSpec("go", 5, 2, 8, 1)
+    att = attack.Attacker(spec, None, examiner_sims=2)  # replay only: no network needed
+    null = att.game.null_move
+    st, ok, _ = att.states([[0, 24, 7, null]])
+    assert ok.tolist() == [True] and int(np.asarray(att.game.board(st))[0, 7]) == 1
+    assert not bool(np.asarray(att.game.agent_mask(st))[0, null])  # pass not offered
+    assert bool(np.asarray(st.legal_action_mask)[0, null])  # the rules still allow it

@@ -92,15 +92,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # attack
     c.num_attack_games = 3
     c.selfplay_simulations = 16
-    c.examiner_sims = 128
+    c.examiner_sims = 64
     c.target_sims = (0, 1, 5, 10, 25)
     c.attacks = ("policy", "value")
     c.placements = ("appended", "inserted")
     c.eta_adv = 0.5
     c.eta_eq = 0.1
     c.eta_correct = 0.2
-    c.max_pairs = 64
-    c.max_verify = 16
+    c.max_pairs = 32
+    c.max_verify = 8
     c.min_ply = 4
     # The Go ownership head is not calibrated to +-1: over 3 self-play games, 6 of 3569 empty
     # points have |own| > 0.8 (the paper's threshold), so no candidate survived; 0.5 keeps ~13%.

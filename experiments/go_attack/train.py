@@ -222,8 +222,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         )
         infos: dict = {}
         tcache: dict = {}
-        for placement in config.placements:
-            for sims in config.target_sims:
+        for sims in config.target_sims:  # targets outermost: a partial run has whole columns
+            for placement in config.placements:
                 for att_type in config.attacks:
                     cfg = _cfg(
                         config,
@@ -292,6 +292,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                             )
                         ),
                         "funnel": funnel,
+                        "max_gap": max([float(r.get("max_gap", -1.0)) for r in rows] + [-1.0]),
                         "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
                         "found_unverified": int(sum(r["unverified"] for r in rows)),
                         "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),

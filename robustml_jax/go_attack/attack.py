@@ -315,6 +315,9 @@ def attack_game(
         "example": None,
         # how many states / candidates pass each filter (the diagnosis in NOTES.md)
         "funnel": dict.fromkeys(_FUNNEL, 0),
+        # the largest success margin seen (policy: V - Q of the searched candidates; value:
+        # |V_t(s') - V| over all legal candidates): how far the attack is from eta_adv
+        "max_gap": -1.0,
     }
     fun = res["funnel"]
     eta, eq, corr = cfg.eta_adv, cfg.eta_eq, cfg.eta_correct
@@ -378,6 +381,8 @@ def attack_game(
                 screen &= np.array([int(a) not in good.get(i, set()) for a in a_t])
             else:
                 screen = np.abs(w_t - V) > eta - eq
+                if ok.any():
+                    res["max_gap"] = max(res["max_gap"], float(np.abs(w_t - V)[ok].max()))
             ok = ok & screen
             fun["cand_screen"] += int(ok.sum())
         idx = np.flatnonzero(ok)
@@ -388,7 +393,7 @@ def attack_game(
         fun["cand_searched"] += len(idx)
         sub = [seqs[j] for j in idx]
         k1, k2 = jax.random.split(jax.random.fold_in(key, 1000 * i + phase))
-        found = _check(att, cfg, sub, idx, pi, V, a_t, w_t, info, i, k1, good, fun)
+        found = _check(att, cfg, sub, idx, pi, V, a_t, w_t, info, i, k1, good, fun, res)
         for j in found:
             res["found"] += 1
             ok2 = _check(
@@ -482,7 +487,9 @@ _FUNNEL = (
 )
 
 
-def _check(att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good, fun=None) -> list[int]:
+def _check(
+    att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good, fun=None, res=None
+) -> list[int]:
     """Examiner searches for candidates ``idx`` (meaningless, confident, success); returns the
     indices (into the candidate list) that succeed, in order."""
     eta, eq, corr = cfg.eta_adv, cfg.eta_eq, cfg.eta_correct
@@ -507,6 +514,9 @@ def _check(att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good, fun=None) -
         vstar = np.maximum(1 - w_after, w_s)
         success = np.abs(w_t[idx] - vstar) > eta
     keep = ok & meaningless & conf & success
+    if res is not None and ok.any():
+        gap = (V - q) if cfg.attack == "policy" else np.abs(w_t[idx] - vstar)
+        res["max_gap"] = max(res["max_gap"], float(np.max(gap[ok])))
     if fun is not None:
         fun["cand_meaningless"] += int((ok & meaningless).sum())
         fun["cand_confident"] += int((ok & meaningless & conf).sum())

@@ -63,12 +63,13 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 )
             )
     for key, r in res["attack"].items():
-        game, placement, att, sims = key.split("|")
+        game, placement, att, sims, *eta = key.split("|")
+        eta_txt = f" (eta_adv {eta[0][3:]})" if eta else ""
         for stones in (1, 2):
             paper = PAPER.get((att, stones), {}).get(int(sims))
             rows.append(
                 Row(
-                    f"{game} {att} attack, {stones} stone(s), {placement}, target "
+                    f"{game} {att} attack{eta_txt}, {stones} stone(s), {placement}, target "
                     + ("PV-NN" if sims == "0" else f"MCTS {sims}")
                     + " : success rate (per game)",
                     _success(r, stones),
@@ -132,7 +133,8 @@ def _success(r: dict, stones: int) -> str:
 def _settings(attack: dict):
     out: dict = {}
     for key, r in attack.items():
-        game, placement, att, sims = key.split("|")
+        game, placement, att, sims, *eta = key.split("|")
+        att = att + (f" (eta_adv {eta[0][3:]})" if eta else "")
         out.setdefault((game, placement, att), {})[int(sims)] = r
     return out
 

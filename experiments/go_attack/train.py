@@ -113,7 +113,7 @@ def _strength(config, spec, params, key) -> dict:
 
 
 def _cfg(config, **kw) -> attack.AttackConfig:
-    return attack.AttackConfig(
+    base = dict(
         eta_adv=config.eta_adv,
         eta_eq=config.eta_eq,
         eta_correct=config.eta_correct,
@@ -121,8 +121,20 @@ def _cfg(config, **kw) -> attack.AttackConfig:
         max_verify=config.max_verify,
         min_ply=config.min_ply,
         own_threshold=config.own_threshold,
-        **kw,
     )
+    return attack.AttackConfig(**{**base, **kw})
+
+
+def attack_settings(config):
+    """(target sims, eta_adv, placement, attack) in run order: targets outermost (a partial run
+    has whole columns), the paper's ``eta_adv`` then the ``eta_adv_extra`` ones."""
+    extra = [float(e) for e in config.get("eta_adv_extra", ()) if float(e) != config.eta_adv]
+    etas = (float(config.eta_adv), *extra)
+    for sims in config.target_sims:
+        for eta in etas:
+            for placement in config.placements:
+                for att_type in config.attacks:
+                    yield sims, eta, placement, att_type
 
 
 def value_scale(config, game: str) -> float:
@@ -222,97 +234,93 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         )
         infos: dict = {}
         tcache: dict = {}
-        for sims in config.target_sims:  # targets outermost: a partial run has whole columns
-            for placement in config.placements:
-                for att_type in config.attacks:
-                    cfg = _cfg(
-                        config,
-                        attack=att_type,
-                        stones=2,
-                        target_sims=int(sims),
-                        placement=placement,
-                    )
-                    rows = []
-                    for j, moves in enumerate(games):
-                        name = f"{game}_{placement}_t{sims}_{att_type}_g{j:02d}"
+        for sims, eta, placement, att_type in attack_settings(config):
+            cfg = _cfg(
+                config,
+                attack=att_type,
+                stones=2,
+                target_sims=int(sims),
+                placement=placement,
+                eta_adv=eta,
+            )
+            tag = "" if eta == config.eta_adv else f"_eta{eta:g}"
+            rows = []
+            for j, moves in enumerate(games):
+                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
 
-                        def compute(j=j, moves=moves, cfg=cfg, name=name):
-                            key = jax.random.fold_in(root, 10_000 + j)
-                            if j not in infos:
-                                lo = max(cfg.min_ply, len(moves) // 10)
-                                ks = list(range(len(moves) - 1, lo - 1, -1))
-                                infos[j] = att.state_info(moves, ks, jax.random.fold_in(key, 1))
-                            r = attack.attack_game(
-                                att, moves, cfg, key, infos[j], tcache.setdefault(j, {})
-                            )
-                            if r["example"] is not None:
-                                r["gallery"] = _gallery(
-                                    config,
-                                    spec,
-                                    att,
-                                    moves,
-                                    r["example"],
-                                    name,
-                                    workdir / "gallery",
-                                )
-                            return r
-
-                        r = items.get(name, compute)
-                        rows.append(r)
-                        if config.progress:
-                            logging.info(
-                                "%s: success1=%s success2=%s mcts_evals=%d",
-                                name,
-                                r["success_1"],
-                                r["success_2"],
-                                r["mcts_evals"],
-                            )
-                    key = f"{game}|{placement}|{att_type}|{sims}"
-                    n = len(rows)
-                    k1 = int(sum(r["success_1"] for r in rows))
-                    k2 = int(sum(r["success_2"] for r in rows))
-                    funnel: dict = {}
-                    for r in rows:
-                        for f, v in r.get("funnel", {}).items():
-                            funnel[f] = funnel.get(f, 0) + int(v)
-                    results["attack"][key] = {
-                        "games": n,
-                        "success_1": k1 / n if n else 0.0,
-                        "success_2": k2 / n if n else 0.0,
-                        "wins_1": k1,
-                        "wins_2": k2,
-                        "ci95_1": agent.wilson_interval(k1, n),
-                        "ci95_2": agent.wilson_interval(k2, n),
-                        "target_passes": int(
-                            sum(
-                                r["example"] is not None
-                                and r["example"]["target_move"] == att.game.null_move
-                                and game == "go"
-                                for r in rows
-                            )
-                        ),
-                        "funnel": funnel,
-                        "max_gap": max([float(r.get("max_gap", -1.0)) for r in rows] + [-1.0]),
-                        "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
-                        "found_unverified": int(sum(r["unverified"] for r in rows)),
-                        "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
-                        "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
-                    }
-                    for stones in (1, 2):
-                        table.setdefault((game, placement, att_type, stones), {})[int(sims)] = (
-                            results["attack"][key][f"success_{stones}"]
+                def compute(j=j, moves=moves, cfg=cfg, name=name):
+                    key = jax.random.fold_in(root, 10_000 + j)
+                    if j not in infos:
+                        lo = max(cfg.min_ply, len(moves) // 10)
+                        ks = list(range(len(moves) - 1, lo - 1, -1))
+                        infos[j] = att.state_info(moves, ks, jax.random.fold_in(key, 1))
+                    r = attack.attack_game(att, moves, cfg, key, infos[j], tcache.setdefault(j, {}))
+                    if r["example"] is not None:
+                        r["gallery"] = _gallery(
+                            config,
+                            spec,
+                            att,
+                            moves,
+                            r["example"],
+                            name,
+                            workdir / "gallery",
                         )
-                    for r in rows:
-                        if r.get("gallery") and len(results["gallery"]) < config.gallery_max:
-                            results["gallery"].append(
-                                {
-                                    **r["gallery"],
-                                    "setting": key,
-                                    "example": {
-                                        k: v for k, v in r["example"].items() if k != "sequence"
-                                    },
-                                }
-                            )
+                    return r
+
+                r = items.get(name, compute)
+                rows.append(r)
+                if config.progress:
+                    logging.info(
+                        "%s: success1=%s success2=%s mcts_evals=%d",
+                        name,
+                        r["success_1"],
+                        r["success_2"],
+                        r["mcts_evals"],
+                    )
+            key = f"{game}|{placement}|{att_type}|{sims}" + tag.replace("_", "|")
+            n = len(rows)
+            k1 = int(sum(r["success_1"] for r in rows))
+            k2 = int(sum(r["success_2"] for r in rows))
+            funnel: dict = {}
+            for r in rows:
+                for f, v in r.get("funnel", {}).items():
+                    funnel[f] = funnel.get(f, 0) + int(v)
+            results["attack"][key] = {
+                "games": n,
+                "success_1": k1 / n if n else 0.0,
+                "success_2": k2 / n if n else 0.0,
+                "wins_1": k1,
+                "wins_2": k2,
+                "ci95_1": agent.wilson_interval(k1, n),
+                "ci95_2": agent.wilson_interval(k2, n),
+                "target_passes": int(
+                    sum(
+                        r["example"] is not None
+                        and r["example"]["target_move"] == att.game.null_move
+                        and game == "go"
+                        for r in rows
+                    )
+                ),
+                "funnel": funnel,
+                "max_gap": max([float(r.get("max_gap", -1.0)) for r in rows] + [-1.0]),
+                "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
+                "found_unverified": int(sum(r["unverified"] for r in rows)),
+                "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+            }
+            for stones in (1, 2):
+                table.setdefault((game, placement, att_type + tag, stones), {})[int(sims)] = (
+                    results["attack"][key][f"success_{stones}"]
+                )
+            for r in rows:
+                if r.get("gallery") and len(results["gallery"]) < config.gallery_max:
+                    results["gallery"].append(
+                        {
+                            **r["gallery"],
+                            "setting": key,
+                            "example": {k: v for k, v in r["example"].items() if k != "sequence"},
+                        }
+                    )
         # search-space reduction vs brute force (one stone, same states, same setting)
         red = {"setting": dict(config.reduction_setting)}
         for mode in ("reduced", "brute_force"):

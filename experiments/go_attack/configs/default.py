@@ -109,7 +109,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # value is compressed (the examiner's V lies in [0.3, 0.7] on most natural states), so the
     # paper's eta_adv = 0.5 asked for a drop no examiner value can show.
     c.value_scale = "go:1,nogo:2.5"
-    c.reduction_setting = (("attack", "policy"), ("target_sims", 0), ("placement", "appended"))
+    # a second, lower eta_adv (the paper sets it per run: 0.5-0.9): with a same-network examiner
+    # no target move was rated 0.5 worse (NOTES.md); items and keys get an "_eta0.3" tag
+    c.eta_adv_extra = (0.3,)
+    c.reduction_setting = (
+        ("attack", "policy"),
+        ("target_sims", 0),
+        ("placement", "appended"),
+        ("eta_adv", 0.3),
+    )
     c.reduction_games = 1
     c.gallery_max = 8
     c.progress = True

@@ -322,6 +322,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                         }
                     )
         # search-space reduction vs brute force (one stone, same states, same setting)
+        if game not in config.get("reduction_for", config.games):
+            continue
         red = {"setting": dict(config.reduction_setting)}
         for mode in ("reduced", "brute_force"):
             cfg = _cfg(

@@ -61,6 +61,7 @@ VARIANTS = {
         "examiner_sims": 800,
         "target_sims": (0, 1, 5, 10, 25, 50),
         "reduction_games": 5,
+        "reduction_for": ("go", "nogo"),
     },
 }
 
@@ -112,13 +113,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # a second, lower eta_adv (the paper sets it per run: 0.5-0.9): with a same-network examiner
     # no target move was rated 0.5 worse (NOTES.md); items and keys get an "_eta0.3" tag
     c.eta_adv_extra = (0.3,)
+    # measured where successes exist (NoGo value attack at eta 0.3, PV-NN); Go had none there
+    c.reduction_for = ("nogo",)
     c.reduction_setting = (
-        ("attack", "policy"),
+        ("attack", "value"),
         ("target_sims", 0),
         ("placement", "appended"),
         ("eta_adv", 0.3),
     )
-    c.reduction_games = 1
+    c.reduction_games = 3
     c.gallery_max = 8
     c.progress = True
     return configs.variant(c, arg, VARIANTS)

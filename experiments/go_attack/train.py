@@ -337,10 +337,20 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
 
                 def compute(j=j, moves=moves, cfg=cfg):
                     key = jax.random.fold_in(root, 20_000 + j)
-                    return attack.attack_game(att, moves, cfg, key, infos.get(j))
+                    # info=None: the natural-state searches are counted in both modes
+                    return attack.attack_game(att, moves, cfg, key, None)
 
                 rows.append(items.get(f"{game}_reduction_{mode}_g{j:02d}", compute))
+            # the natural-state searches (2 per scanned state, shared by both modes)
+            shared = [
+                2 * (len(m) - max(cfg.min_ply, len(m) // 10))
+                for m in games[: config.reduction_games]
+            ]
+            cand = [int(r["mcts_evals"]) - o for r, o in zip(rows, shared, strict=True)]
             red[mode] = {
+                "candidate_mcts_evals": int(sum(cand)),
+                "per_game_candidate_mcts_evals": cand,
+                "natural_state_mcts_evals": int(sum(shared)),
                 "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
                 "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
                 "per_game_mcts_evals": [int(r["mcts_evals"]) for r in rows],
@@ -350,6 +360,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             }
         red["factor"] = red["brute_force"]["examiner_mcts_evals"] / max(
             red["reduced"]["examiner_mcts_evals"], 1
+        )
+        red["candidate_factor"] = red["brute_force"]["candidate_mcts_evals"] / max(
+            red["reduced"]["candidate_mcts_evals"], 1
         )
         results["reduction"][game] = red
     plot = _plot(table, workdir / "success_rate.png")

@@ -94,12 +94,20 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 + ("PV-NN" if int(st["target_sims"]) == 0 else f"MCTS {st['target_sims']}")
                 + ")",
                 f"{red['brute_force']['examiner_mcts_evals']} / "
-                f"{red['reduced']['examiner_mcts_evals']} = {red['factor']:.1f}x",
+                f"{red['reduced']['examiner_mcts_evals']} = {red['factor']:.1f}x"
+                + (
+                    f" (candidate searches only: {red['brute_force']['candidate_mcts_evals']} / "
+                    f"{red['reduced']['candidate_mcts_evals']} = {red['candidate_factor']:.1f}x)"
+                    if "candidate_factor" in red
+                    else ""
+                ),
                 "about 100x",
                 f"{red['reduced']['games']} games",
-                scale_txt,
+                scale_txt + f"; eta_adv {st.get('eta_adv', c.eta_adv)}",
                 f"successes {red['brute_force']['successes']} (brute) vs "
-                f"{red['reduced']['successes']} (reduced)"
+                f"{red['reduced']['successes']} (reduced); per game (brute / reduced candidate "
+                f"searches): {red['brute_force'].get('per_game_candidate_mcts_evals')} / "
+                f"{red['reduced'].get('per_game_candidate_mcts_evals')}"
                 + (
                     "; neither found an example, so this is the screens' cost saving, not a "
                     "reduction at equal success"

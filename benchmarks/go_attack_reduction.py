@@ -33,6 +33,9 @@ _GAMES = flags.DEFINE_integer("games", 2, "self-play games attacked")
 _EXAMINER = flags.DEFINE_integer("examiner_sims", 32, "examiner simulations")
 _ETA = flags.DEFINE_float("eta_adv", 0.5, "eta_adv")
 _OUT = flags.DEFINE_string("out", "go_attack_reduction.json", "file in benchmarks/results")
+_SCALE = flags.DEFINE_float("value_scale", 1.0, "win-rate stretch (Attacker(value_scale=))")
+_OWN = flags.DEFINE_float("own_threshold", 0.8, "ownership filter threshold (Go)")
+_ATTACKS = flags.DEFINE_list("attacks", ["value", "policy"], "attack types")
 
 
 def main(argv):
@@ -47,13 +50,17 @@ def main(argv):
     games = attack.selfplay_games(
         spec, params, jax.random.key(1), num_games=_GAMES.value, num_simulations=16
     )
-    att = attack.Attacker(spec, params, examiner_sims=_EXAMINER.value)
+    att = attack.Attacker(spec, params, examiner_sims=_EXAMINER.value, value_scale=_SCALE.value)
     out = {"spec": spec._asdict(), "games": _GAMES.value, "examiner_sims": _EXAMINER.value}
-    for att_type in ("value", "policy"):
+    for att_type in _ATTACKS.value:
         row = {}
         for mode in ("reduced", "brute_force"):
             cfg = attack.AttackConfig(
-                attack=att_type, stones=1, eta_adv=_ETA.value, reduce=mode == "reduced"
+                attack=att_type,
+                stones=1,
+                eta_adv=_ETA.value,
+                reduce=mode == "reduced",
+                own_threshold=_OWN.value,
             )
             t0 = time.perf_counter()
             rs = [
@@ -70,7 +77,9 @@ def main(argv):
         )
         # two stones, counted: brute force would search every ordered pair of empty points
         # (2 examiner searches each) on every state passing the preconditions
-        cfg = attack.AttackConfig(attack=att_type, stones=2, eta_adv=_ETA.value)
+        cfg = attack.AttackConfig(
+            attack=att_type, stones=2, eta_adv=_ETA.value, own_threshold=_OWN.value
+        )
         rs = [attack.attack_game(att, g, cfg, jax.random.key(10 + j)) for j, g in enumerate(games)]
         red2 = int(sum(r["mcts_evals"] for r in rs))
         empties = [np.mean([(len(g) and spec.size**2 - k) for k in range(len(g))]) for g in games]

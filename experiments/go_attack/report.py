@@ -63,33 +63,51 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 )
             )
     for key, r in res["attack"].items():
-        game, placement, att, sims = key.split("|")
+        game, placement, att, sims, *eta = key.split("|")
+        eta_txt = f" (eta_adv {eta[0][3:]})" if eta else ""
         for stones in (1, 2):
             paper = PAPER.get((att, stones), {}).get(int(sims))
             rows.append(
                 Row(
-                    f"{game} {att} attack, {stones} stone(s), {placement}, target "
+                    f"{game} {att} attack{eta_txt}, {stones} stone(s), {placement}, target "
                     + ("PV-NN" if sims == "0" else f"MCTS {sims}")
                     + " : success rate (per game)",
-                    f"{r[f'success_{stones}']:.2f}",
+                    _success(r, stones),
                     None if paper is None else f"{paper}% (KataGo 19x19)",
                     f"{r['games']} self-play games",
                     scale_txt,
                     f"{r['games_with_precondition']} games had a state meeting the preconditions; "
-                    f"{r['examiner_mcts_evals']} examiner searches",
+                    f"{r['examiner_mcts_evals']} examiner searches"
+                    + (
+                        f"; {r['target_passes']} example(s) where the target passes"
+                        if r.get("target_passes")
+                        else ""
+                    ),
                 )
             )
     for game, red in res["reduction"].items():
+        st = red.get("setting", {"attack": "value", "target_sims": 0})
         rows.append(
             Row(
-                f"{game}: examiner searches, brute force / reduced (value attack, 1 stone)",
+                f"{game}: examiner searches, brute force / reduced ({st['attack']} attack, "
+                "1 stone, "
+                + ("PV-NN" if int(st["target_sims"]) == 0 else f"MCTS {st['target_sims']}")
+                + ")",
                 f"{red['brute_force']['examiner_mcts_evals']} / "
-                f"{red['reduced']['examiner_mcts_evals']} = {red['factor']:.1f}x",
+                f"{red['reduced']['examiner_mcts_evals']} = {red['factor']:.1f}x"
+                + (
+                    f" (candidate searches only: {red['brute_force']['candidate_mcts_evals']} / "
+                    f"{red['reduced']['candidate_mcts_evals']} = {red['candidate_factor']:.1f}x)"
+                    if "candidate_factor" in red
+                    else ""
+                ),
                 "about 100x",
                 f"{red['reduced']['games']} games",
-                scale_txt,
+                scale_txt + f"; eta_adv {st.get('eta_adv', c.eta_adv)}",
                 f"successes {red['brute_force']['successes']} (brute) vs "
-                f"{red['reduced']['successes']} (reduced)"
+                f"{red['reduced']['successes']} (reduced); per game (brute / reduced candidate "
+                f"searches): {red['brute_force'].get('per_game_candidate_mcts_evals')} / "
+                f"{red['reduced'].get('per_game_candidate_mcts_evals')}"
                 + (
                     "; neither found an example, so this is the screens' cost saving, not a "
                     "reduction at equal success"
@@ -101,14 +119,68 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
     s1 = [r["success_1"] for r in res["attack"].values()]
     s2 = [r["success_2"] for r in res["attack"].values()]
     summary = (
-        f"At {c.size}x{c.size} with CPU-trained agents, the attack succeeds on a mean "
-        f"{100 * sum(s1) / max(len(s1), 1):.0f}% (one stone) / "
+        f"At {c.size}x{c.size} with CPU-trained agents (examiner = the same network with "
+        f"{c.examiner_sims} simulations; win-rate stretch {c.value_scale}), the attack succeeds "
+        f"on a mean {100 * sum(s1) / max(len(s1), 1):.0f}% (one stone) / "
         f"{100 * sum(s2) / max(len(s2), 1):.0f}% (two stones) of games over all settings; "
-        "every counted example was re-verified by a "
-        "fresh examiner search with another seed. The agents are far weaker than KataGo, so the "
-        "numbers are not comparable with the paper's 19x19 table."
+        "every counted example was re-verified by a fresh examiner search with another seed. "
+        + shape_text(res["attack"])
+        + " The agents are far weaker than KataGo, so the numbers are not comparable with the "
+        "paper's 19x19 table.\n\n" + markdown_table(res["attack"])
     )
     return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)
+
+
+def _success(r: dict, stones: int) -> str:
+    if f"wins_{stones}" not in r:  # results from before the counts were stored
+        return f"{r[f'success_{stones}']:.2f}"
+    lo, hi = r[f"ci95_{stones}"]
+    return f"{r[f'wins_{stones}']}/{r['games']} [{lo:.2f}, {hi:.2f}]"
+
+
+def _settings(attack: dict):
+    out: dict = {}
+    for key, r in attack.items():
+        game, placement, att, sims, *eta = key.split("|")
+        att = att + (f" (eta_adv {eta[0][3:]})" if eta else "")
+        out.setdefault((game, placement, att), {})[int(sims)] = r
+    return out
+
+
+def markdown_table(attack: dict) -> str:
+    """Success counts per game (1 stone / 2 stones, 95% Wilson) by target, one row a setting."""
+    settings = _settings(attack)
+    sims = sorted({s for row in settings.values() for s in row})
+    head = ["game", "placement", "attack"] + ["PV-NN" if s == 0 else f"MCTS {s}" for s in sims]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (game, placement, att), row in sorted(settings.items()):
+        cells = []
+        for s in sims:
+            r = row.get(s)
+            cells.append("-" if r is None else f"{_success(r, 1)} / {_success(r, 2)}")
+        lines.append("| " + " | ".join([game, placement, att] + cells) + " |")
+    return "\n".join(lines)
+
+
+def shape_text(attack: dict) -> str:
+    """Plain check of the paper's shape: success falls as target simulations rise (PV-NN /
+    fewest sims vs most sims), and two stones succeed at least as often as one."""
+    settings = _settings(attack)
+    falls, total = 0, 0
+    for row in settings.values():
+        sims = sorted(row)
+        if len(sims) < 2:
+            continue
+        total += 1
+        lo, hi = row[sims[0]], row[sims[-1]]
+        falls += lo["success_2"] > hi["success_2"]
+    two_ge_one = all(r["success_2"] >= r["success_1"] for r in attack.values())
+    return (
+        f"Success (two stones) is higher against the weakest target than against the strongest "
+        f"in {falls} of {total} settings; two stones succeed at least as often as one in "
+        + ("every" if two_ge_one else "not every")
+        + " setting (by construction: the two-stone pass runs after the one-stone pass)."
+    )
 
 
 if __name__ == "__main__":

@@ -113,15 +113,34 @@ def _strength(config, spec, params, key) -> dict:
 
 
 def _cfg(config, **kw) -> attack.AttackConfig:
-    return attack.AttackConfig(
+    base = dict(
         eta_adv=config.eta_adv,
         eta_eq=config.eta_eq,
         eta_correct=config.eta_correct,
         max_pairs=config.max_pairs,
         max_verify=config.max_verify,
         min_ply=config.min_ply,
-        **kw,
+        own_threshold=config.own_threshold,
     )
+    return attack.AttackConfig(**{**base, **kw})
+
+
+def attack_settings(config):
+    """(target sims, eta_adv, placement, attack) in run order: targets outermost (a partial run
+    has whole columns), the paper's ``eta_adv`` then the ``eta_adv_extra`` ones."""
+    extra = [float(e) for e in config.get("eta_adv_extra", ()) if float(e) != config.eta_adv]
+    etas = (float(config.eta_adv), *extra)
+    for sims in config.target_sims:
+        for eta in etas:
+            for placement in config.placements:
+                for att_type in config.attacks:
+                    yield sims, eta, placement, att_type
+
+
+def value_scale(config, game: str) -> float:
+    """The attack's win-rate stretch for ``game`` (``config.value_scale``: "go:1,nogo:2.5")."""
+    table = dict(kv.split(":") for kv in str(config.value_scale).split(",") if kv)
+    return float(table.get(game, 1.0))
 
 
 def _gallery(config, spec, att, moves, ex, name, folder: pathlib.Path) -> dict:
@@ -207,106 +226,143 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 num_simulations=config.selfplay_simulations,
             ),
         )
-        att = attack.Attacker(spec, params, examiner_sims=config.examiner_sims)
+        att = attack.Attacker(
+            spec,
+            params,
+            examiner_sims=config.examiner_sims,
+            value_scale=value_scale(config, game),
+        )
         infos: dict = {}
         tcache: dict = {}
-        for placement in config.placements:
-            for sims in config.target_sims:
-                for att_type in config.attacks:
-                    cfg = _cfg(
-                        config,
-                        attack=att_type,
-                        stones=2,
-                        target_sims=int(sims),
-                        placement=placement,
-                    )
-                    rows = []
-                    for j, moves in enumerate(games):
-                        name = f"{game}_{placement}_t{sims}_{att_type}_g{j:02d}"
+        for sims, eta, placement, att_type in attack_settings(config):
+            cfg = _cfg(
+                config,
+                attack=att_type,
+                stones=2,
+                target_sims=int(sims),
+                placement=placement,
+                eta_adv=eta,
+            )
+            tag = "" if eta == config.eta_adv else f"_eta{eta:g}"
+            rows = []
+            for j, moves in enumerate(games):
+                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
 
-                        def compute(j=j, moves=moves, cfg=cfg, name=name):
-                            key = jax.random.fold_in(root, 10_000 + j)
-                            if j not in infos:
-                                lo = max(cfg.min_ply, len(moves) // 10)
-                                ks = list(range(len(moves) - 1, lo - 1, -1))
-                                infos[j] = att.state_info(moves, ks, jax.random.fold_in(key, 1))
-                            r = attack.attack_game(
-                                att, moves, cfg, key, infos[j], tcache.setdefault(j, {})
-                            )
-                            if r["example"] is not None:
-                                r["gallery"] = _gallery(
-                                    config,
-                                    spec,
-                                    att,
-                                    moves,
-                                    r["example"],
-                                    name,
-                                    workdir / "gallery",
-                                )
-                            return r
-
-                        r = items.get(name, compute)
-                        rows.append(r)
-                        if config.progress:
-                            logging.info(
-                                "%s: success1=%s success2=%s mcts_evals=%d",
-                                name,
-                                r["success_1"],
-                                r["success_2"],
-                                r["mcts_evals"],
-                            )
-                    key = f"{game}|{placement}|{att_type}|{sims}"
-                    n = len(rows)
-                    results["attack"][key] = {
-                        "games": n,
-                        "success_1": float(np.mean([r["success_1"] for r in rows])) if n else 0.0,
-                        "success_2": float(np.mean([r["success_2"] for r in rows])) if n else 0.0,
-                        "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
-                        "found_unverified": int(sum(r["unverified"] for r in rows)),
-                        "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
-                        "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
-                    }
-                    for stones in (1, 2):
-                        table.setdefault((game, placement, att_type, stones), {})[int(sims)] = (
-                            results["attack"][key][f"success_{stones}"]
+                def compute(j=j, moves=moves, cfg=cfg, name=name):
+                    key = jax.random.fold_in(root, 10_000 + j)
+                    if j not in infos:
+                        lo = max(cfg.min_ply, len(moves) // 10)
+                        ks = list(range(len(moves) - 1, lo - 1, -1))
+                        infos[j] = att.state_info(moves, ks, jax.random.fold_in(key, 1))
+                    r = attack.attack_game(att, moves, cfg, key, infos[j], tcache.setdefault(j, {}))
+                    if r["example"] is not None:
+                        r["gallery"] = _gallery(
+                            config,
+                            spec,
+                            att,
+                            moves,
+                            r["example"],
+                            name,
+                            workdir / "gallery",
                         )
-                    for r in rows:
-                        if r.get("gallery") and len(results["gallery"]) < config.gallery_max:
-                            results["gallery"].append(
-                                {
-                                    **r["gallery"],
-                                    "setting": key,
-                                    "example": {
-                                        k: v for k, v in r["example"].items() if k != "sequence"
-                                    },
-                                }
-                            )
-        # search-space reduction vs brute force (one stone, PV-NN target, same states)
-        red = {}
+                    return r
+
+                r = items.get(name, compute)
+                rows.append(r)
+                if config.progress:
+                    logging.info(
+                        "%s: success1=%s success2=%s mcts_evals=%d",
+                        name,
+                        r["success_1"],
+                        r["success_2"],
+                        r["mcts_evals"],
+                    )
+            key = f"{game}|{placement}|{att_type}|{sims}" + tag.replace("_", "|")
+            n = len(rows)
+            k1 = int(sum(r["success_1"] for r in rows))
+            k2 = int(sum(r["success_2"] for r in rows))
+            funnel: dict = {}
+            for r in rows:
+                for f, v in r.get("funnel", {}).items():
+                    funnel[f] = funnel.get(f, 0) + int(v)
+            results["attack"][key] = {
+                "games": n,
+                "success_1": k1 / n if n else 0.0,
+                "success_2": k2 / n if n else 0.0,
+                "wins_1": k1,
+                "wins_2": k2,
+                "ci95_1": agent.wilson_interval(k1, n),
+                "ci95_2": agent.wilson_interval(k2, n),
+                "target_passes": int(
+                    sum(
+                        r["example"] is not None
+                        and r["example"]["target_move"] == att.game.null_move
+                        and game == "go"
+                        for r in rows
+                    )
+                ),
+                "funnel": funnel,
+                "max_gap": max([float(r.get("max_gap", -1.0)) for r in rows] + [-1.0]),
+                "games_with_precondition": int(sum(r["states_precond"] > 0 for r in rows)),
+                "found_unverified": int(sum(r["unverified"] for r in rows)),
+                "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+            }
+            for stones in (1, 2):
+                table.setdefault((game, placement, att_type + tag, stones), {})[int(sims)] = (
+                    results["attack"][key][f"success_{stones}"]
+                )
+            for r in rows:
+                if r.get("gallery") and len(results["gallery"]) < config.gallery_max:
+                    results["gallery"].append(
+                        {
+                            **r["gallery"],
+                            "setting": key,
+                            "example": {k: v for k, v in r["example"].items() if k != "sequence"},
+                        }
+                    )
+        # search-space reduction vs brute force (one stone, same states, same setting)
+        if game not in config.get("reduction_for", config.games):
+            continue
+        red = {"setting": dict(config.reduction_setting)}
         for mode in ("reduced", "brute_force"):
             cfg = _cfg(
                 config,
-                attack="value",
                 stones=1,
-                target_sims=0,
-                placement="appended",
                 reduce=mode == "reduced",
+                **dict(config.reduction_setting),
             )
             rows = []
             for j, moves in enumerate(games[: config.reduction_games]):
 
                 def compute(j=j, moves=moves, cfg=cfg):
                     key = jax.random.fold_in(root, 20_000 + j)
-                    return attack.attack_game(att, moves, cfg, key, infos.get(j))
+                    # info=None: the natural-state searches are counted in both modes
+                    return attack.attack_game(att, moves, cfg, key, None)
 
                 rows.append(items.get(f"{game}_reduction_{mode}_g{j:02d}", compute))
+            # the natural-state searches (2 per scanned state, shared by both modes)
+            shared = [
+                2 * (len(m) - max(cfg.min_ply, len(m) // 10))
+                for m in games[: config.reduction_games]
+            ]
+            cand = [int(r["mcts_evals"]) - o for r, o in zip(rows, shared, strict=True)]
             red[mode] = {
+                "candidate_mcts_evals": int(sum(cand)),
+                "per_game_candidate_mcts_evals": cand,
+                "natural_state_mcts_evals": int(sum(shared)),
                 "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
+                "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+                "per_game_mcts_evals": [int(r["mcts_evals"]) for r in rows],
+                "per_game_success": [bool(r["success_1"]) for r in rows],
                 "successes": int(sum(r["success_1"] for r in rows)),
                 "games": len(rows),
             }
         red["factor"] = red["brute_force"]["examiner_mcts_evals"] / max(
             red["reduced"]["examiner_mcts_evals"], 1
+        )
+        red["candidate_factor"] = red["brute_force"]["candidate_mcts_evals"] / max(
+            red["reduced"]["candidate_mcts_evals"], 1
         )
         results["reduction"][game] = red
     plot = _plot(table, workdir / "success_rate.png")

@@ -92,9 +92,19 @@ class Attacker:
     """Runs attacks for one game with one examiner/target network (jitted, batched)."""
 
     def __init__(
-        self, spec: AgentSpec, params, *, examiner_sims: int, target_params=None, pad: int = 128
+        self,
+        spec: AgentSpec,
+        params,
+        *,
+        examiner_sims: int,
+        target_params=None,
+        pad: int = 128,
+        value_scale: float = 1.0,
     ):
+        if value_scale < 1.0:
+            raise ValueError(f"value_scale must be >= 1, got {value_scale}")
         self.spec, self.game, self.net = spec, spec.make_game(), spec.make_net()
+        self.value_scale = float(value_scale)
         self.params = params
         self.target_params = params if target_params is None else target_params
         self.examiner_sims = examiner_sims
@@ -118,6 +128,13 @@ class Attacker:
                 return (s, ok & (~play | legal)), None
 
             (s, ok), _ = jax.lax.scan(body, (s0, jnp.bool_(True)), actions)
+            if g.name == "go":
+                # The null move that adds a single stone is a pass in pgx; it is the attacker's
+                # device, not a game pass: without this reset the agent (which passes only in
+                # reply to a pass) could answer it by passing and end the game, the artefact of
+                # the first run's one example (NOTES.md). Natural states never end in a pass
+                # (the agent's games end at the first pass reply), so they are unchanged.
+                s = s.replace(_x=s._x._replace(consecutive_pass_count=jnp.int32(0)))
             return s, ok & ~s.terminated
 
         self._replay = jax.jit(jax.vmap(replay))
@@ -170,23 +187,39 @@ class Attacker:
         s, ok = self._replay(arr)
         return s, np.asarray(ok)[:b], b
 
+    def scale(self, w):
+        """Win rates stretched about 1/2 by ``value_scale`` (clipped to [0, 1]); the identity
+        at ``value_scale = 1`` (the paper). Every win rate the attack compares (examiner V, Q,
+        NN values and the target's value) goes through it, so a scale ``c`` is the same as the
+        paper's thresholds (eta_adv, eta_eq, eta_correct, isDiff's 0.2/0.8) shrunk by ``1/c``
+        towards 1/2, for agents whose values are compressed (NOTES.md)."""
+        w = np.asarray(w)
+        if self.value_scale == 1.0:
+            return w
+        return np.clip(0.5 + self.value_scale * (w - 0.5), 0.0, 1.0)
+
     def examiner_search(self, states, key, b):
         self.mcts_evals += b
         w, a, q, n = self._examine(self.params, key, states)
-        return np.asarray(w)[:b], np.asarray(a)[:b], np.asarray(q)[:b], np.asarray(n)[:b]
+        return (
+            self.scale(np.asarray(w)[:b]),
+            np.asarray(a)[:b],
+            self.scale(np.asarray(q)[:b]),
+            np.asarray(n)[:b],
+        )
 
     def examiner_nn(self, states, b):
         self.nn_evals += b
         w, own, _ = self._nn(self.params, states)
-        return np.asarray(w)[:b], np.asarray(own)[:b]
+        return self.scale(np.asarray(w)[:b]), np.asarray(own)[:b]
 
     def target(self, states, b, sims):
         """Target move and win rate on a batch of states."""
         if sims == 0:
             w, _, a = self._nn(self.target_params, states)
-            return np.asarray(a)[:b], np.asarray(w)[:b]
+            return np.asarray(a)[:b], self.scale(np.asarray(w)[:b])
         w, a = _target_search(self.game, self.net, sims)(self.target_params, states)
-        return np.asarray(a)[:b], np.asarray(w)[:b]
+        return np.asarray(a)[:b], self.scale(np.asarray(w)[:b])
 
     def after(self, states, actions, b):
         arr = np.zeros(states.legal_action_mask.shape[0], np.int32)
@@ -280,7 +313,13 @@ def attack_game(
         "states_scanned": 0,
         "states_precond": 0,
         "example": None,
+        # how many states / candidates pass each filter (the diagnosis in NOTES.md)
+        "funnel": dict.fromkeys(_FUNNEL, 0),
+        # the largest success margin seen (policy: V - Q of the searched candidates; value:
+        # |V_t(s') - V| over all legal candidates): how far the attack is from eta_adv
+        "max_gap": -1.0,
     }
+    fun = res["funnel"]
     eta, eq, corr = cfg.eta_adv, cfg.eta_eq, cfg.eta_correct
     singles: dict[int, tuple[list, list]] = {}
     passed: set[int] = set()
@@ -299,10 +338,12 @@ def attack_game(
     def precondition(i) -> bool:
         if not info["ok"][i]:
             return False
+        fun["states_legal"] += 1
         V = info["V"][i]
         conf = V >= eta + 0.01 if cfg.attack == "policy" else max(V, 1 - V) >= eta + 0.01
         if not conf:
             return False
+        fun["states_examiner_confident"] += 1
         if cfg.attack == "value":
             return abs(tw[i] - V) <= corr
         a = int(ta[i])
@@ -319,11 +360,14 @@ def attack_game(
         V, pi = info["V"][i], int(info["pi"][i])
         seqs = [att.perturbed_seq(moves, k, p, cfg.placement) for p in perts]
         st, ok, b = att.states(seqs)
+        fun["cand_total"] += b
         after, legal_pi = att.after(st, np.full(b, pi), b)
         ok = ok & legal_pi
+        fun["cand_legal"] += int(ok.sum())
         if cfg.reduce:
             wnn_after, _ = att.examiner_nn(after, b)
             ok = ok & ~is_diff(wnn_after, info["Vnn_after"][i], eq)
+            fun["cand_nn_meaningless"] += int(ok.sum())
             if phase == 1:  # cache the meaningless singles per colour
                 mover = [p[0] for p, o in zip(perts, ok, strict=False) if o and p[1] == null]
                 opp = [p[1] for p, o in zip(perts, ok, strict=False) if o and p[0] == null]
@@ -337,15 +381,19 @@ def attack_game(
                 screen &= np.array([int(a) not in good.get(i, set()) for a in a_t])
             else:
                 screen = np.abs(w_t - V) > eta - eq
+                if ok.any():
+                    res["max_gap"] = max(res["max_gap"], float(np.abs(w_t - V)[ok].max()))
             ok = ok & screen
+            fun["cand_screen"] += int(ok.sum())
         idx = np.flatnonzero(ok)
         if cfg.reduce:
             idx = idx[: cfg.max_verify]
         if len(idx) == 0:
             return False
+        fun["cand_searched"] += len(idx)
         sub = [seqs[j] for j in idx]
         k1, k2 = jax.random.split(jax.random.fold_in(key, 1000 * i + phase))
-        found = _check(att, cfg, sub, idx, pi, V, a_t, w_t, info, i, k1, good)
+        found = _check(att, cfg, sub, idx, pi, V, a_t, w_t, info, i, k1, good, fun, res)
         for j in found:
             res["found"] += 1
             ok2 = _check(
@@ -363,6 +411,7 @@ def attack_game(
                 None,
             )
             if ok2:
+                fun["verified"] += 1
                 res["example"] = dict(
                     ply=k,
                     perturbation=[int(x) for x in perts[j]],
@@ -422,7 +471,25 @@ def attack_game(
     return res
 
 
-def _check(att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good) -> list[int]:
+_FUNNEL = (
+    "states_legal",
+    "states_examiner_confident",
+    "cand_total",
+    "cand_legal",
+    "cand_nn_meaningless",
+    "cand_screen",
+    "cand_searched",
+    "cand_meaningless",
+    "cand_confident",
+    "cand_success_criterion",
+    "cand_success",
+    "verified",
+)
+
+
+def _check(
+    att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good, fun=None, res=None
+) -> list[int]:
     """Examiner searches for candidates ``idx`` (meaningless, confident, success); returns the
     indices (into the candidate list) that succeed, in order."""
     eta, eq, corr = cfg.eta_adv, cfg.eta_eq, cfg.eta_correct
@@ -447,6 +514,14 @@ def _check(att, cfg, seqs, idx, pi, V, a_t, w_t, info, i, key, good) -> list[int
         vstar = np.maximum(1 - w_after, w_s)
         success = np.abs(w_t[idx] - vstar) > eta
     keep = ok & meaningless & conf & success
+    if res is not None and ok.any():
+        gap = (V - q) if cfg.attack == "policy" else np.abs(w_t[idx] - vstar)
+        res["max_gap"] = max(res["max_gap"], float(np.max(gap[ok])))
+    if fun is not None:
+        fun["cand_meaningless"] += int((ok & meaningless).sum())
+        fun["cand_confident"] += int((ok & meaningless & conf).sum())
+        fun["cand_success_criterion"] += int((ok & success).sum())
+        fun["cand_success"] += int(keep.sum())
     return [int(j) for j, kk in zip(idx, keep, strict=False) if kk]
 
 

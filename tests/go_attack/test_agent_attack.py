@@ -109,6 +109,13 @@ def test_attack_pieces_and_reduction(params):
         jax.random.key(2),
     )
     assert brute["mcts_evals"] >= red["mcts_evals"] > 0
+    # the diagnosis funnel: each filter keeps at most what the previous one kept
+    chain = ["cand_total", "cand_legal", "cand_nn_meaningless", "cand_screen", "cand_searched"]
+    chain += ["cand_meaningless", "cand_confident", "cand_success"]
+    f = red["funnel"]
+    assert all(f[a] >= f[b] for a, b in zip(chain, chain[1:], strict=False)) and f["cand_total"]
+    assert f["cand_success_criterion"] >= f["cand_success"] >= f["verified"]
+    assert brute["funnel"]["cand_screen"] == 0  # brute force has no screen
     for r in (red, brute):
         if r["example"] is not None:  # a reported example survived a fresh examiner search
             assert r["success_1"] and r["example"]["stones"] == 1
@@ -211,3 +218,25 @@ def test_pooled_heads_shapes():
     )
     g = jax.grad(lambda q: net.apply(q, obs).value.sum())(p)
     assert float(jnp.abs(g["params"]["value_out"]["kernel"]).sum()) > 0  # the value head is live
+
+
+def test_value_scale_stretches_win_rates_about_one_half():
+    att = attack.Attacker(SPEC, None, examiner_sims=4, value_scale=2.5)
+    np.testing.assert_allclose(att.scale([0.3, 0.5, 0.65, 0.9, 0.0]), [0.0, 0.5, 0.875, 1.0, 0.0])
+    ident = attack.Attacker(SPEC, None, examiner_sims=4)
+    np.testing.assert_array_equal(ident.scale([0.31, 0.77]), [0.31, 0.77])
+    with pytest.raises(ValueError, match="value_scale"):
+        attack.Attacker(SPEC, None, examiner_sims=4, value_scale=0.5)
+
+
+@pytest.mark.slow  # one Go replay compile (~5 s CPU)
+def test_attackers_null_pass_does_not_let_the_go_target_end_the_game():
+    # regression: [a, null] adds the mover's stone with a pass; the target must not be allowed
+    # to answer that pass by passing (which ended the game: the first run's only "example")
+    spec = agent.AgentSpec("go", 5, 2, 8, 1)
+    att = attack.Attacker(spec, None, examiner_sims=2)  # replay only: no network needed
+    null = att.game.null_move
+    st, ok, _ = att.states([[0, 24, 7, null]])
+    assert ok.tolist() == [True] and int(np.asarray(att.game.board(st))[0, 7]) == 1
+    assert not bool(np.asarray(att.game.agent_mask(st))[0, null])  # pass not offered
+    assert bool(np.asarray(st.legal_action_mask)[0, null])  # the rules still allow it

@@ -125,9 +125,10 @@ def _cfg(config, **kw) -> attack.AttackConfig:
     return attack.AttackConfig(**{**base, **kw})
 
 
-def attack_settings(config):
+def attack_settings(config, game: str | None = None):
     """(target sims, eta_adv, placement, attack) in run order: targets outermost (a partial run
-    has whole columns), the paper's ``eta_adv`` then the ``eta_adv_extra`` ones."""
+    has whole columns), the paper's ``eta_adv`` then the ``eta_adv_extra`` ones; then, for
+    ``game``, the ``extra_targets`` ((game, attack, sims) triples measured only there)."""
     extra = [float(e) for e in config.get("eta_adv_extra", ()) if float(e) != config.eta_adv]
     etas = (float(config.eta_adv), *extra)
     for sims in config.target_sims:
@@ -135,6 +136,12 @@ def attack_settings(config):
             for placement in config.placements:
                 for att_type in config.attacks:
                     yield sims, eta, placement, att_type
+    for g, att_type, sims in config.get("extra_targets", ()):
+        if g != game or att_type not in config.attacks or sims in config.target_sims:
+            continue
+        for eta in etas:
+            for placement in config.placements:
+                yield sims, eta, placement, att_type
 
 
 def value_scale(config, game: str) -> float:
@@ -234,7 +241,7 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
         )
         infos: dict = {}
         tcache: dict = {}
-        for sims, eta, placement, att_type in attack_settings(config):
+        for sims, eta, placement, att_type in attack_settings(config, game):
             cfg = _cfg(
                 config,
                 attack=att_type,

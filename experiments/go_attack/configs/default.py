@@ -11,7 +11,8 @@ Variants:
   self-play for at most ``train_time_budget_s`` each, or loaded from ``workdir/agents/<game>``
   when a finished checkpoint is there (``trained.json``); strength vs random (and GNU Go for
   Go); the attack on ``num_attack_games`` self-play games per game, targets PV-NN and MCTS
-  1/5/10/25/50, policy and value attacks, 1 and 2 stones, both placements.
+  1/5/25 (plus 10/50 for the NoGo value attack), policy and value attacks, 1 and 2 stones,
+  both placements.
 - ``full``: 9x9 agents (GPU), longer training, examiner 800 simulations, 50 games.
 The longer CPU training used for NOTES.md: ``python -m experiments.go_attack.train_agent``.
 """
@@ -41,6 +42,7 @@ VARIANTS = {
         "max_pairs": 16,
         "max_verify": 4,
         "reduction_games": 1,
+        "extra_targets": (),
         "progress": False,
     },
     "small": {},
@@ -60,6 +62,7 @@ VARIANTS = {
         "num_attack_games": 50,
         "examiner_sims": 800,
         "target_sims": (0, 1, 5, 10, 25, 50),
+        "extra_targets": (),
         "reduction_games": 5,
         "reduction_for": ("go", "nogo"),
     },
@@ -94,7 +97,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.num_attack_games = 3
     c.selfplay_simulations = 16
     c.examiner_sims = 64
-    c.target_sims = (0, 25, 5, 1)  # the extremes first (10 and 50 cut for the CPU budget)
+    c.target_sims = (0, 25, 5, 1)  # every game and attack
+    # MCTS 10 and 50 only where anything succeeded (NoGo value attack; NOTES.md): (game, attack,
+    # sims) triples, both placements and every eta_adv; Go and policy cells were 0 at MCTS 1-25
+    c.extra_targets = (("nogo", "value", 10), ("nogo", "value", 50))
     c.attacks = ("policy", "value")
     c.placements = ("appended", "inserted")
     c.eta_adv = 0.5

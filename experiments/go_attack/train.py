@@ -131,17 +131,17 @@ def attack_settings(config, game: str | None = None):
     ``game``, the ``extra_targets`` ((game, attack, sims) triples measured only there)."""
     extra = [float(e) for e in config.get("eta_adv_extra", ()) if float(e) != config.eta_adv]
     etas = (float(config.eta_adv), *extra)
-    for sims in config.target_sims:
+    columns = [(sims, tuple(config.attacks)) for sims in config.target_sims]
+    columns += [
+        (sims, (att_type,))
+        for g, att_type, sims in config.get("extra_targets", ())
+        if g == game and att_type in config.attacks and sims not in config.target_sims
+    ]
+    for sims, att_types in columns:
         for eta in etas:
             for placement in config.placements:
-                for att_type in config.attacks:
+                for att_type in att_types:
                     yield sims, eta, placement, att_type
-    for g, att_type, sims in config.get("extra_targets", ()):
-        if g != game or att_type not in config.attacks or sims in config.target_sims:
-            continue
-        for eta in etas:
-            for placement in config.placements:
-                yield sims, eta, placement, att_type
 
 
 def value_scale(config, game: str) -> float:
@@ -233,6 +233,26 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 num_simulations=config.selfplay_simulations,
             ),
         )
+        # cells measured on more games than num_attack_games (``more_games``): each extra game
+        # is its own item (keyed by its index), so raising the count later keeps finished work
+        n_games = {
+            (att_type, float(eta)): int(n)
+            for g, att_type, eta, n in config.get("more_games", ())
+            if g == game
+        }
+        for j in range(len(games), max([len(games), *n_games.values()])):
+            games = games + [
+                items.get(
+                    f"games_{game}_g{j:02d}",
+                    lambda j=j: attack.selfplay_games(
+                        spec,
+                        params,
+                        jax.random.fold_in(jax.random.fold_in(root, 200 + gi), j),
+                        num_games=1,
+                        num_simulations=config.selfplay_simulations,
+                    )[0],
+                )
+            ]
         att = attack.Attacker(
             spec,
             params,
@@ -252,7 +272,8 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             )
             tag = "" if eta == config.eta_adv else f"_eta{eta:g}"
             rows = []
-            for j, moves in enumerate(games):
+            cell_games = games[: n_games.get((att_type, float(eta)), config.num_attack_games)]
+            for j, moves in enumerate(cell_games):
                 name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
 
                 def compute(j=j, moves=moves, cfg=cfg, name=name):
@@ -285,6 +306,25 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                         r["mcts_evals"],
                     )
             key = f"{game}|{placement}|{att_type}|{sims}" + tag.replace("_", "|")
+            # robustness of each verified example to the examiner's search noise
+            rever = []
+            for j, (moves, r) in enumerate(zip(cell_games, rows, strict=True)):
+                if r["example"] is None or not config.reverify_repeats:
+                    continue
+                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
+                rever.append(
+                    items.get(
+                        f"{name}_reverify{config.reverify_repeats}",
+                        lambda moves=moves, r=r, cfg=cfg, j=j: attack.reverify(
+                            att,
+                            moves,
+                            r["example"],
+                            cfg,
+                            jax.random.fold_in(root, 30_000 + j),
+                            repeats=int(config.reverify_repeats),
+                        ),
+                    )
+                )
             n = len(rows)
             k1 = int(sum(r["success_1"] for r in rows))
             k2 = int(sum(r["success_2"] for r in rows))
@@ -314,6 +354,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 "found_unverified": int(sum(r["unverified"] for r in rows)),
                 "examiner_mcts_evals": int(sum(r["mcts_evals"] for r in rows)),
                 "examiner_nn_evals": int(sum(r["nn_evals"] for r in rows)),
+                # per example: share of fresh examiner draws on which the criterion holds
+                "reverify_rates": [v["rate"] for v in rever],
+                "robust_examples": int(sum(v["rate"] >= 0.5 for v in rever)),
             }
             for stones in (1, 2):
                 table.setdefault((game, placement, att_type + tag, stones), {})[int(sims)] = (

@@ -1,10 +1,10 @@
 """Pre-trains (or resumes, or exports) the small from-scratch T5 of the CPU reproduction.
 
-    python -m experiments.promot.pretrain --steps=1500            # resumable; nice it
+    python -m experiments.promot.pretrain --steps=3000            # resumable; nice it
     python -m experiments.promot.pretrain --export_only           # stop early: export latest
 
-The model goes to ``<cache dir>/promot/pretrain/t5x/checkpoint_<step>`` (or ``--workdir``),
-where the ``small`` config finds it.
+The model goes to ``<cache dir>/promot/<PRETRAIN_CACHE_NAME>/t5x/checkpoint_<step>`` (or
+``--workdir``), where the ``small`` config finds it.
 """
 
 from absl import app, flags
@@ -13,14 +13,14 @@ from robustml_jax import promot
 from robustml_jax.core import paths
 
 _WORKDIR = flags.DEFINE_string("workdir", "", "Pre-training folder ('' = cache dir).")
-_STEPS = flags.DEFINE_integer("steps", 1500, "Pre-training steps.")
-_BATCH = flags.DEFINE_integer("batch_size", 24, "Batch size.")
+_STEPS = flags.DEFINE_integer("steps", 3000, "Pre-training steps.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size.")
 _EXPORT = flags.DEFINE_bool("export_only", False, "Export the newest checkpoint and stop.")
 
 
 def main(argv):
     del argv
-    workdir = _WORKDIR.value or str(paths.cache_dir() / "promot" / "pretrain")
+    workdir = _WORKDIR.value or str(paths.cache_dir() / "promot" / promot.PRETRAIN_CACHE_NAME)
     cfg = promot.small_t5_config()
     if _EXPORT.value:
         print(promot.export_latest(workdir, config=cfg))

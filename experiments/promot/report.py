@@ -12,6 +12,7 @@ from experiments.promot.configs.default import get_config
 from experiments.promot.train import train_and_evaluate
 from robustml_jax.core import experiment
 from robustml_jax.core.report import PaperReport, Row, report_main
+from robustml_jax.promot import HELDOUT_LABEL_WORDS
 
 # mT5-XXL after RTE (the paper's Table 1/2): RTE accuracy and 1-shot normalised average.
 PAPER = {
@@ -66,7 +67,24 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 "mean ± std over seeds; held-out tasks run without the prompt",
             )
         )
+    # per held-out task: the pre-trained model, then each method (accuracy / exact match, %)
+    for task in res["heldout_tasks"]:
+        after = "; ".join(
+            f"{m} {_ms(d[task])}" for m, d in methods.items() if task in d and m != "prompt_tuning"
+        )
+        rows.append(
+            Row(
+                f"held-out {task}: score (%) pre-trained -> after RTE",
+                f"{100 * pre[task]:.1f} -> {after}",
+                None,
+                data,
+                scale_txt,
+                "held-out label words: "
+                + ", ".join(f"{k}: {'/'.join(v)}" for k, v in HELDOUT_LABEL_WORDS.items()),
+            )
+        )
     for method, d in res["paired_vs_finetune"].items():
+        per_task = ", ".join(f"{t} {_ms(d[t])}" for t in res["heldout_tasks"] if t in d)
         rows.append(
             Row(
                 f"{method} minus finetune (paired by seed): RTE acc / norm. avg / label share",
@@ -74,6 +92,7 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                 None,
                 data,
                 scale_txt,
+                f"per held-out task: {per_task}" if per_task else "",
             )
         )
     curve = res["finetune_curve_seed0"]

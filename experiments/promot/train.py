@@ -67,7 +67,7 @@ def load_model(c: ml_collections.ConfigDict, *, progress: bool = False):
     pdir = (
         pathlib.Path(c.pretrain_dir)
         if c.pretrain_dir
-        else paths.cache_dir() / "promot" / "pretrain"
+        else paths.cache_dir() / "promot" / promot.PRETRAIN_CACHE_NAME
     )
     ckpt = promot.pretrained_checkpoint(pdir)
     if ckpt is None:
@@ -287,7 +287,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: pathlib.Path, runt
                         for a, b in zip(runs[method], runs["finetune"], strict=True)
                     ]
                 )
-                for k in ("rte_accuracy", "norm_avg", "label_share")
+                for k in ("rte_accuracy", "norm_avg", "label_share", *tasks)
             }
     plots = _plots(workdir, runs, pre)
     ft_hist = [

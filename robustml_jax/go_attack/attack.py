@@ -46,7 +46,7 @@ import numpy as np
 
 from robustml_jax.go_attack.agent import AgentSpec, Game, _masked_logits, search
 
-__all__ = ["AttackConfig", "Attacker", "is_diff", "selfplay_games"]
+__all__ = ["AttackConfig", "Attacker", "is_diff", "reverify", "selfplay_games"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,6 +523,51 @@ def _check(
         fun["cand_success_criterion"] += int((ok & success).sum())
         fun["cand_success"] += int(keep.sum())
     return [int(j) for j, kk in zip(idx, keep, strict=False) if kk]
+
+
+def reverify(
+    att: Attacker, moves: list[int], example: dict, cfg: AttackConfig, key, repeats: int = 16
+) -> dict:
+    """Re-checks a found example's success criterion under ``repeats`` fresh examiner searches.
+
+    The attack verifies each example once with a new seed; this measures how robust that verdict
+    is to the examiner's search noise: every examiner value the criterion uses (value attack:
+    ``V* = max(1 - V_ex(T(s', pi)), V_ex(s'))``; policy attack: ``V_ex(s)`` and the target
+    move's ``Q``) is recomputed ``repeats`` times (independent Gumbel noise per batch row), the
+    target's value / move kept as found. ``rate`` is the share of draws on which
+    ``|V_t(s') - V*| > eta_adv`` (value) or ``V - Q > eta_adv`` (policy) holds: near 1 for a
+    real example, near the false-alarm level for one produced by examiner noise.
+    """
+    if repeats < 2:
+        raise ValueError(f"repeats must be >= 2, got {repeats}")
+    for field in ("ply", "sequence", "target_move", "target_w", "examiner_pi"):
+        if field not in example:
+            raise ValueError(f"example has no {field!r} field (an attack_game example dict)")
+    r = int(repeats)
+    eta = cfg.eta_adv
+    stp, okp, _ = att.states([list(example["sequence"])] * r)
+    if not okp.all():
+        raise ValueError("the example's sequence does not replay legally")
+    k1, k2 = jax.random.split(key)
+    if cfg.attack == "value":
+        after, _ = att.after(stp, np.full(r, int(example["examiner_pi"])), r)
+        w_after = att.examiner_search(after, k1, r)[0]
+        w_s = att.examiner_search(stp, k2, r)[0]
+        ref = np.maximum(1 - w_after, w_s)  # V* per draw
+        ok = np.abs(float(example["target_w"]) - ref) > eta
+    else:
+        nat, _, _ = att.states([list(moves[: int(example["ply"])])] * r)
+        ref = att.examiner_search(nat, k1, r)[0]  # V per draw
+        moved, legal = att.after(stp, np.full(r, int(example["target_move"])), r)
+        w_m = att.examiner_search(moved, k2, r)[0]
+        q = np.where(legal, 1 - w_m, 0.0)
+        ok = ref - q > eta
+    return {
+        "rate": float(np.mean(ok)),
+        "repeats": r,
+        "examiner_mean": float(np.mean(ref)),
+        "examiner_std": float(np.std(ref)),
+    }
 
 
 def selfplay_games(

@@ -23,6 +23,8 @@ from robustml_jax.promot._data import (
     small_tokenizer,
 )
 from robustml_jax.promot._episodes import (
+    CANONICAL_SENTIMENT_WORDS,
+    HELDOUT_LABEL_WORDS,
     HELDOUT_STRING_TASKS,
     PRETRAIN_STRING_TASKS,
     EpisodeSampler,
@@ -42,6 +44,7 @@ from robustml_jax.promot._pipeline import (
     task_loss,
 )
 from robustml_jax.promot._pretrain import (
+    PRETRAIN_CACHE_NAME,
     export_latest,
     pretrain,
     pretrained_checkpoint,
@@ -81,7 +84,10 @@ from robustml_jax.promot._tasks import (
 __all__ = [
     "GROUPS",
     "HELDOUT_SENTIMENT",
+    "CANONICAL_SENTIMENT_WORDS",
+    "HELDOUT_LABEL_WORDS",
     "HELDOUT_STRING_TASKS",
+    "PRETRAIN_CACHE_NAME",
     "METHODS",
     "PRETRAIN_SENTIMENT",
     "PRETRAIN_STRING_TASKS",

@@ -1,10 +1,15 @@
 """Pre-training and evaluation episodes for the small from-scratch reproduction.
 
-Pre-training mixes T5 span corruption with few-shot episodes whose label words are drawn at
+Pre-training mixes T5 span corruption with few-shot episodes. A share ``canonical_fraction`` of
+the sentiment episodes answers with the fixed words ``negative`` / ``positive``
+(:data:`CANONICAL_SENTIMENT_WORDS`: a skill the model can learn without reading its
+demonstrations); the others, the domain task and the string tasks draw their label words at
 random per episode (so the answer can only be read off the demonstrations). Held-out sources
 (MR, Blitzer electronics/kitchen sentiment; the ``first_word`` string task) never enter
-pre-training. Everything here is host-side NumPy/SentencePiece; batches are a pure function of
-``(seed, step)``, so a killed pre-training run resumes with the same data.
+pre-training; MR and electronics are asked with the canonical words (a held-out domain in a
+known format), kitchen with ``no`` / ``yes`` and ``first_word`` need in-context learning.
+Everything here is host-side NumPy/SentencePiece; batches are a pure function of ``(seed,
+step)``, so a killed pre-training run resumes with the same data.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from robustml_jax.promot import _data, _tasks
 from robustml_jax.text import pad_batch, span_corruption
 
 __all__ = [
+    "CANONICAL_SENTIMENT_WORDS",
+    "HELDOUT_LABEL_WORDS",
     "PRETRAIN_STRING_TASKS",
     "HELDOUT_STRING_TASKS",
     "EpisodeSampler",
@@ -30,6 +37,14 @@ __all__ = [
 
 PRETRAIN_STRING_TASKS = ("copy", "last_word")
 HELDOUT_STRING_TASKS = ("first_word",)
+# label words of the pre-training sentiment episodes that do not draw theirs at random
+CANONICAL_SENTIMENT_WORDS = ("negative", "positive")
+# label words of the held-out sentiment sets (0 = negative review, 1 = positive)
+HELDOUT_LABEL_WORDS = {
+    "mr": CANONICAL_SENTIMENT_WORDS,
+    "blitzer_electronics": CANONICAL_SENTIMENT_WORDS,
+    "blitzer_kitchen": ("no", "yes"),
+}
 
 
 def string_answer(task: str, words: Sequence[str]) -> str:
@@ -64,11 +79,30 @@ class EpisodeSampler:
       max_input_len: encoder budget T (prompts are shortened by dropping demonstrations).
       max_target_len: decoder budget L.
       seed: data seed.
+      canonical_fraction: share of pre-training sentiment episodes answered with
+        :data:`CANONICAL_SENTIMENT_WORDS` instead of random words, in ``[0, 1]``.
+      zero_shot_fraction: share of those canonical episodes with no demonstration (plain
+        classification: the sentiment signal a from-scratch model learns first).
     """
 
     def __init__(
-        self, tokenizer, *, max_input_len: int = 128, max_target_len: int = 24, seed: int = 0
+        self,
+        tokenizer,
+        *,
+        max_input_len: int = 128,
+        max_target_len: int = 24,
+        seed: int = 0,
+        canonical_fraction: float = 0.7,
+        zero_shot_fraction: float = 0.5,
     ):
+        for name, v in (
+            ("canonical_fraction", canonical_fraction),
+            ("zero_shot_fraction", zero_shot_fraction),
+        ):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        self.canonical_fraction = float(canonical_fraction)
+        self.zero_shot_fraction = float(zero_shot_fraction)
         self.tok = tokenizer
         self.max_input_len = int(max_input_len)
         self.max_target_len = int(max_target_len)
@@ -81,7 +115,10 @@ class EpisodeSampler:
             if re.fullmatch(r"[a-z]{3,9}", w)
         )
         ranked = [w for w, _ in counts.most_common(1200)][60:]
-        self.words = [w for w in ranked if w not in ("true", "false")]
+        # never a random label word: RTE's, the canonical and the held-out label words
+        reserved = {"true", "false", *CANONICAL_SENTIMENT_WORDS}
+        reserved |= {w for ws in HELDOUT_LABEL_WORDS.values() for w in ws}
+        self.words = [w for w in ranked if w not in reserved]
         self.span_texts = [t for n in _data.PRETRAIN_SENTIMENT for t in self.sources[n][0][:6000]]
 
     # ------------------------------------------------------------------ episodes
@@ -96,9 +133,16 @@ class EpisodeSampler:
     def _short(self, text: str, n: int = 18) -> str:
         return " ".join(text.split()[:n])
 
-    def sentiment_episode(self, rng, texts, labels, k: int, words: Sequence[str]):
-        """k demonstrations and a query of a binary task answered with ``words[label]``."""
+    def sentiment_episode(
+        self, rng, texts, labels, k: int, words: Sequence[str], query_label: int | None = None
+    ):
+        """k demonstrations and a query of a binary task answered with ``words[label]``
+        (the query drawn from class ``query_label`` if given)."""
         idx = rng.choice(len(texts), size=k + 1, replace=False)
+        if query_label is not None:
+            pool = np.flatnonzero(np.asarray(labels) == query_label)
+            q = int(pool[rng.integers(len(pool))])
+            idx = np.asarray([*[int(i) for i in idx if i != q][:k], q], dtype=np.int64)
         demos = [({"text": self._short(texts[i])}, words[labels[i]]) for i in idx[:k]]
         q = idx[k]
         return self._fit("classify", demos, {"text": self._short(texts[q])}), words[labels[q]]
@@ -116,11 +160,14 @@ class EpisodeSampler:
 
     def pretrain_episode(self, rng):
         """One pre-training (input text, answer) few-shot episode."""
-        kind = rng.choice(["sentiment", "domain", "copy", "last_word"], p=[0.55, 0.1, 0.15, 0.2])
+        kind = rng.choice(["sentiment", "domain", "copy", "last_word"], p=[0.6, 0.1, 0.1, 0.2])
         k = int(rng.integers(1, 5))
         if kind == "sentiment":
             name = _data.PRETRAIN_SENTIMENT[int(rng.integers(len(_data.PRETRAIN_SENTIMENT)))]
             texts, labels = self.sources[name]
+            if rng.random() < self.canonical_fraction:
+                k = 0 if rng.random() < self.zero_shot_fraction else k
+                return self.sentiment_episode(rng, texts, labels, k, CANONICAL_SENTIMENT_WORDS)
             return self.sentiment_episode(rng, texts, labels, k, self._random_words(rng, 2))
         if kind == "domain":
             a, b = rng.choice(len(_data.PRETRAIN_SENTIMENT), size=2, replace=False)
@@ -134,8 +181,9 @@ class EpisodeSampler:
         return self.string_episode(rng, str(kind), k)
 
     # ------------------------------------------------------------------ batches
-    def pretrain_batch(self, step: int, batch_size: int, span_fraction: float = 0.3) -> dict:
-        """``{'inputs' int [B, T], 'targets' int [B, L]}`` for pre-training step ``step``."""
+    def pretrain_batch(self, step: int, batch_size: int, span_fraction: float = 0.15) -> dict:
+        """``{'inputs' int [B, T], 'targets' int [B, L]}`` for pre-training step ``step``
+        (a share ``span_fraction`` of the rows are span corruption)."""
         rng = np.random.default_rng([self.seed, int(step)])
         n_span = int(round(batch_size * span_fraction))
         inputs, targets = [], []
@@ -166,20 +214,16 @@ class EpisodeSampler:
 
     # ------------------------------------------------------------------ evaluation
     def heldout_sets(self, n: int, k: int, seed: int = 1) -> list[EvalSet]:
-        """Held-out in-context tasks: sentiment on MR / electronics / kitchen with fixed label
-        words, and the ``first_word`` string task; ``n`` queries each, ``k`` demonstrations."""
+        """Held-out in-context tasks: sentiment on MR / electronics / kitchen with the label
+        words of :data:`HELDOUT_LABEL_WORDS` (queries alternate between the two classes), and
+        the ``first_word`` string task; ``n`` queries each, ``k`` demonstrations."""
         rng = np.random.default_rng([seed, k])
         out = []
-        pairs = {
-            "mr": ("negative", "positive"),
-            "blitzer_electronics": ("bad", "good"),
-            "blitzer_kitchen": ("no", "yes"),
-        }
-        for name, words in pairs.items():
+        for name, words in HELDOUT_LABEL_WORDS.items():
             texts, labels = _data.load_sentiment(name, "eval")
             prompts, targets = [], []
-            for _ in range(n):
-                p, a = self.sentiment_episode(rng, texts, labels, k, words)
+            for i in range(n):  # balanced queries: a constant answer scores 50%
+                p, a = self.sentiment_episode(rng, texts, labels, k, words, query_label=i % 2)
                 prompts.append(p)
                 targets.append(a)
             out.append(EvalSet(f"{name}_sentiment", prompts, targets, "classify", 0.5, words))

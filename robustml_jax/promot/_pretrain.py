@@ -20,7 +20,19 @@ from robustml_jax.core import train
 from robustml_jax.models import t5
 from robustml_jax.promot import _prompt
 
-__all__ = ["export_latest", "pretrain", "pretrained_checkpoint", "small_t5_config"]
+__all__ = [
+    "PRETRAIN_CACHE_NAME",
+    "export_latest",
+    "pretrain",
+    "pretrained_checkpoint",
+    "small_t5_config",
+]
+
+# ``<cache dir>/promot/<PRETRAIN_CACHE_NAME>``: the cached model of the current recipe. The
+# name changes with the recipe (v6: canonical sentiment words, half of them zero-shot; 15% span
+# corruption; peak lr 5e-4 after 500 warm-up steps; tied logits; batch 32), so an older cached
+# model is never loaded for a newer recipe.
+PRETRAIN_CACHE_NAME = "pretrain_v6"
 
 
 def small_t5_config(
@@ -31,8 +43,13 @@ def small_t5_config(
     mlp_dim: int = 384,
     num_heads: int = 4,
     dropout_rate: float = 0.0,
+    logits_via_embedding: bool = True,
 ) -> t5.T5Config:
-    """The reproduction's T5.1.1-style model (gated GELU, untied logits, 32 buckets)."""
+    """The reproduction's T5.1.1-style model (gated GELU, 32 buckets).
+
+    The output layer is tied to the embedding by default (original T5): from scratch, tied
+    logits learn to copy a word of the input several times faster (``NOTES.md``).
+    """
     return t5.T5Config(
         vocab_size=vocab_size,
         emb_dim=emb_dim,
@@ -44,6 +61,7 @@ def small_t5_config(
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
         dropout_rate=dropout_rate,
+        logits_via_embedding=logits_via_embedding,
     )
 
 
@@ -79,8 +97,8 @@ def export_latest(
     workdir: str | pathlib.Path,
     *,
     config: t5.T5Config,
-    learning_rate: float = 2e-3,
-    warmup: int = 100,
+    learning_rate: float = 5e-4,
+    warmup: int = 500,
     seed: int = 0,
 ) -> pathlib.Path:
     """Exports the newest orbax checkpoint of an (unfinished) pre-training run as t5x.
@@ -111,8 +129,8 @@ def pretrain(
     config: t5.T5Config,
     num_steps: int,
     batch_size: int = 24,
-    learning_rate: float = 2e-3,
-    warmup: int = 100,
+    learning_rate: float = 5e-4,
+    warmup: int = 500,
     seed: int = 0,
     checkpoint_every: int = 100,
     progress: bool = True,

@@ -240,3 +240,41 @@ def test_attackers_null_pass_does_not_let_the_go_target_end_the_game():
     assert ok.tolist() == [True] and int(np.asarray(att.game.board(st))[0, 7]) == 1
     assert not bool(np.asarray(att.game.agent_mask(st))[0, null])  # pass not offered
     assert bool(np.asarray(st.legal_action_mask)[0, null])  # the rules still allow it
+
+
+def test_reverify_criterion_and_independent_examiner_draws(params):
+    att = attack.Attacker(SPEC, params, examiner_sims=8)
+    moves = [0, 24, 6, 18, 12, 1, 3]
+    null = att.game.null_move
+    ex = {
+        "ply": 5,
+        "sequence": moves[:5] + [7, null],
+        "target_move": 2,
+        "target_w": -5.0,  # no examiner value is within eta of it: the criterion always holds
+        "examiner_pi": 2,
+    }
+    value = attack.AttackConfig(attack="value", eta_adv=0.3)
+    r = attack.reverify(att, moves, ex, value, jax.random.key(0), repeats=8)
+    assert r["rate"] == 1.0 and r["repeats"] == 8
+    assert 0.0 <= r["examiner_mean"] <= 1.0
+    assert r["examiner_std"] > 0  # each draw has its own search noise
+    # a target value inside every draw's eta band: the criterion never holds
+    wide = attack.AttackConfig(attack="value", eta_adv=0.99)
+    assert (
+        attack.reverify(att, moves, {**ex, "target_w": 0.5}, wide, jax.random.key(0))["rate"] == 0.0
+    )
+    # policy, a legal target move: V - Q <= 1 - Q, so eta 0.99 needs Q ~ 0 and V ~ 1: never
+    pol = attack.AttackConfig(attack="policy", eta_adv=0.99)
+    assert attack.reverify(att, moves, ex, pol, jax.random.key(1))["rate"] == 0.0
+    # ... an illegal target move (point 0 is occupied) counts as Q = 0: V > 0.01 always holds
+    loose = attack.AttackConfig(attack="policy", eta_adv=0.01)
+    assert (
+        attack.reverify(att, moves, {**ex, "target_move": 0}, loose, jax.random.key(1))["rate"]
+        == 1.0
+    )
+    with pytest.raises(ValueError, match="repeats"):
+        attack.reverify(att, moves, ex, value, jax.random.key(0), repeats=1)
+    with pytest.raises(ValueError, match="target_w"):
+        attack.reverify(att, moves, {k: v for k, v in ex.items() if k != "target_w"}, value, 0)
+    with pytest.raises(ValueError, match="replay legally"):
+        attack.reverify(att, moves, {**ex, "sequence": moves[:5] + [0, null]}, value, 0)

@@ -43,6 +43,8 @@ VARIANTS = {
         "max_verify": 4,
         "reduction_games": 1,
         "extra_targets": (),
+        "more_games": (("nogo", "value", 0.3, 3),),  # one extra game: exercises the path
+        "reverify_repeats": 4,
         "progress": False,
     },
     "small": {},
@@ -63,6 +65,7 @@ VARIANTS = {
         "examiner_sims": 800,
         "target_sims": (0, 1, 5, 10, 25, 50),
         "extra_targets": (),
+        "more_games": (),
         "reduction_games": 5,
         "reduction_for": ("go", "nogo"),
     },
@@ -103,6 +106,13 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     c.extra_targets = (("nogo", "value", 10), ("nogo", "value", 50))
     c.attacks = ("policy", "value")
     c.placements = ("appended", "inserted")
+    # (game, attack, eta_adv, games): cells (every target, both placements) measured on more
+    # self-play games than num_attack_games; the NoGo value attack at eta 0.3 is the only one
+    # with successes, and 3 games gave intervals ~0.5 wide
+    c.more_games = (("nogo", "value", 0.3, 10),)
+    # each verified example re-checked under this many fresh examiner searches (attack.reverify;
+    # 0 = off): the share of draws on which the success criterion still holds
+    c.reverify_repeats = 16
     c.eta_adv = 0.5
     c.eta_eq = 0.1
     c.eta_correct = 0.2
@@ -143,4 +153,19 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(c, "attacks", lambda v: all(a in ("policy", "value") for a in v), "policy/value")
     configs.check(
         c, "placements", lambda v: all(p in ("appended", "inserted") for p in v), "placements"
+    )
+    configs.check(
+        c,
+        "more_games",
+        lambda v: all(
+            len(t) == 4
+            and t[0] in ("go", "nogo")
+            and t[1] in ("policy", "value")
+            and 0 < float(t[2]) < 1
+            and int(t[3]) == t[3]
+            and int(t[3]) >= c.num_attack_games
+            for t in v
+        ),
+        f"(game, attack, eta_adv, games) tuples with games >= num_attack_games="
+        f"{c.num_attack_games}",
     )

@@ -213,7 +213,7 @@ def train_and_evaluate(c: ml_collections.ConfigDict, workdir: pathlib.Path, runt
     tok, cfg, pretrained, model_desc = load_model(c, progress=c.progress)
     data, dev, dev1, grad_batch = build_data(c, tok)
     sampler = promot.EpisodeSampler(tok, max_input_len=int(c.max_input_len))
-    heldout = sampler.heldout_sets(int(c.num_heldout), int(c.shots))
+    heldout = sampler.heldout_sets(int(c.num_heldout), tuple(c.shots))
     ev = promot.Evaluator(
         tok,
         cfg,

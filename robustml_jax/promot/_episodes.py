@@ -213,10 +213,28 @@ class EpisodeSampler:
         return {"inputs": enc, "targets": dec}
 
     # ------------------------------------------------------------------ evaluation
-    def heldout_sets(self, n: int, k: int, seed: int = 1) -> list[EvalSet]:
+    def heldout_sets(self, n: int, k: int | Sequence[int], seed: int = 1) -> list[EvalSet]:
         """Held-out in-context tasks: sentiment on MR / electronics / kitchen with the label
         words of :data:`HELDOUT_LABEL_WORDS` (queries alternate between the two classes), and
-        the ``first_word`` string task; ``n`` queries each, ``k`` demonstrations."""
+        the ``first_word`` string task; ``n`` queries each, ``k`` demonstrations.
+
+        ``k`` may be a sequence of shot counts: with two or more, every task is built once per
+        count, named ``<task>_<k>shot`` (e.g. ``mr_sentiment_0shot``), in the order given; a
+        single count keeps the plain names."""
+        if not isinstance(k, (int, np.integer)):
+            ks = tuple(int(v) for v in k)
+            if not ks or min(ks) < 0 or len(set(ks)) != len(ks):
+                raise ValueError(f"shots must be distinct non-negative integers, got {tuple(k)}")
+            if len(ks) == 1:
+                return self.heldout_sets(n, ks[0], seed)
+            return [
+                s._replace(name=f"{s.name}_{kk}shot")
+                for kk in ks
+                for s in self.heldout_sets(n, kk, seed)
+            ]
+        if k < 0:
+            raise ValueError(f"shots must be a non-negative integer, got {k}")
+        k = int(k)
         rng = np.random.default_rng([seed, k])
         out = []
         for name, words in HELDOUT_LABEL_WORDS.items():

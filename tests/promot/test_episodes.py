@@ -101,3 +101,22 @@ def test_zero_shot_fraction_of_canonical_episodes():
     assert share0 < 0.1  # k >= 1 (the budget may rarely drop every demonstration)
     share_half, _ = single_line_share(0.5)
     assert 0.3 < share_half < 0.7
+
+
+def test_heldout_sets_several_shot_counts(sampler):
+    """Several counts: each task once per count, suffixed, identical to the single-count sets;
+    one count keeps the plain names; bad counts fail with a one-line error."""
+    both = {s.name: s for s in sampler.heldout_sets(6, (0, 2))}
+    plain = {s.name for s in sampler.heldout_sets(6, 2)}
+    assert set(both) == {f"{n}_{k}shot" for n in plain for k in (0, 2)}
+    for k in (0, 2):
+        single = {s.name: s for s in sampler.heldout_sets(6, k)}
+        for name, s in single.items():
+            assert both[f"{name}_{k}shot"]._replace(name=name) == s
+    zero = both["mr_sentiment_0shot"].prompts[0]
+    two = both["mr_sentiment_2shot"].prompts[0]
+    assert len(two) > len(zero)  # the demonstrations are there
+    assert {s.name for s in sampler.heldout_sets(6, (2,))} == plain
+    for bad in ((), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match="shots"):
+            sampler.heldout_sets(6, bad)

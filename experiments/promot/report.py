@@ -37,7 +37,8 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         f"{scale}: {res['model']}; prompt length {c.prompt_length}, prompt {c.prompt_steps} "
         f"steps (Adafactor lr {c.prompt_lr}), model {c.model_steps} steps (lr {c.model_lr}), "
         f"batch {c.batch_size}, dropout {c.dropout}, label smoothing {c.label_smoothing}; "
-        f"held-out: {c.num_heldout} queries x {len(res['heldout_tasks'])} tasks, {'/'.join(str(k) for k in c.shots)}-shot"
+        f"held-out: {c.num_heldout} queries x {len(res['heldout_tasks'])} tasks "
+        f"({'/'.join(str(k) for k in c.shots)}-shot)"
     )
     data = "GLUE RTE (train / dev); held-out: MR, Blitzer electronics + kitchen, first_word"
     rows = [

@@ -128,7 +128,7 @@ def pretrain(
     *,
     config: t5.T5Config,
     num_steps: int,
-    batch_size: int = 24,
+    batch_size: int = 32,
     learning_rate: float = 5e-4,
     warmup: int = 500,
     seed: int = 0,

@@ -147,9 +147,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(
         c,
         "shots",
-        lambda v: len(v) > 0
-        and len(set(v)) == len(v)
-        and all(int(k) == k and k >= 0 for k in v),
+        lambda v: len(v) > 0 and len(set(v)) == len(v) and all(int(k) == k and k >= 0 for k in v),
         "a non-empty tuple of distinct non-negative integers, e.g. (0, 1)",
     )
     configs.check(c, "methods", lambda v: set(v) <= set(METHODS) and v, f"a subset of {METHODS}")

@@ -90,6 +90,15 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                         + ")"
                         if r.get("reverify_rates")
                         else ""
+                    )
+                    + (
+                        f"; {r['strong_robust_examples']} of {len(r['strong_rates'])} hold on "
+                        f">= half of {c.strong_examiner_repeats} searches of a "
+                        f"{c.strong_examiner_sims}-simulation examiner (rates "
+                        + ", ".join(f"{x:.2f}" for x in r["strong_rates"])
+                        + ")"
+                        if r.get("strong_rates")
+                        else ""
                     ),
                 )
             )
@@ -126,12 +135,22 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         )
     s1 = [r["success_1"] for r in res["attack"].values()]
     s2 = [r["success_2"] for r in res["attack"].values()]
+    n_strong = sum(len(r.get("strong_rates", [])) for r in res["attack"].values())
+    strong_txt = (
+        f"Under a stronger examiner (the same network, {c.strong_examiner_sims} simulations, "
+        f"{c.strong_examiner_repeats} fresh searches each) "
+        f"{sum(r.get('strong_robust_examples', 0) for r in res['attack'].values())} of "
+        f"{n_strong} examples still meet the success criterion on at least half of them. "
+        if n_strong
+        else ""
+    )
     summary = (
         f"At {c.size}x{c.size} with CPU-trained agents (examiner = the same network with "
         f"{c.examiner_sims} simulations; win-rate stretch {c.value_scale}), the attack succeeds "
         f"on a mean {100 * sum(s1) / max(len(s1), 1):.0f}% (one stone) / "
         f"{100 * sum(s2) / max(len(s2), 1):.0f}% (two stones) of games over all settings; "
         "every counted example was re-verified by a fresh examiner search with another seed. "
+        + strong_txt
         + shape_text(res["attack"])
         + " The agents are far weaker than KataGo, so the numbers are not comparable with the "
         "paper's 19x19 table.\n\n" + markdown_table(res["attack"])

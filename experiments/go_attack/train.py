@@ -259,6 +259,15 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
             examiner_sims=config.examiner_sims,
             value_scale=value_scale(config, game),
         )
+        # a stronger search of the same network that re-checks every found example
+        strong_sims = int(config.get("strong_examiner_sims", 0))
+        att_strong = (
+            attack.Attacker(
+                spec, params, examiner_sims=strong_sims, value_scale=value_scale(config, game)
+            )
+            if strong_sims
+            else None
+        )
         infos: dict = {}
         tcache: dict = {}
         for sims, eta, placement, att_type in attack_settings(config, game):
@@ -325,6 +334,26 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                         ),
                     )
                 )
+            # the same re-check under the stronger examiner search (strong_examiner_sims)
+            strong = []
+            for j, (moves, r) in enumerate(zip(cell_games, rows, strict=True)):
+                if r["example"] is None or att_strong is None:
+                    continue
+                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
+                reps = int(config.strong_examiner_repeats)
+                strong.append(
+                    items.get(
+                        f"{name}_strong{strong_sims}x{reps}",
+                        lambda moves=moves, r=r, cfg=cfg, j=j, reps=reps: attack.reverify(
+                            att_strong,
+                            moves,
+                            r["example"],
+                            cfg,
+                            jax.random.fold_in(root, 40_000 + j),
+                            repeats=reps,
+                        ),
+                    )
+                )
             n = len(rows)
             k1 = int(sum(r["success_1"] for r in rows))
             k2 = int(sum(r["success_2"] for r in rows))
@@ -357,6 +386,9 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                 # per example: share of fresh examiner draws on which the criterion holds
                 "reverify_rates": [v["rate"] for v in rever],
                 "robust_examples": int(sum(v["rate"] >= 0.5 for v in rever)),
+                # the same under the stronger examiner (empty when strong_examiner_sims = 0)
+                "strong_rates": [v["rate"] for v in strong],
+                "strong_robust_examples": int(sum(v["rate"] >= 0.5 for v in strong)),
             }
             for stones in (1, 2):
                 table.setdefault((game, placement, att_type + tag, stones), {})[int(sims)] = (

@@ -24,6 +24,9 @@ def test_smoke_end_to_end_and_resume(tmp_path):
         assert r["games"] == more.get((g, a), c.num_attack_games), key
     for r in res["attack"].values():
         assert r["success_2"] >= r["success_1"]  # two stones include the one-stone pass
+        # every found example is re-checked by both the noise check and the stronger examiner
+        assert len(r["strong_rates"]) == len(r["reverify_rates"])
+        assert all(0.0 <= x <= 1.0 for x in r["strong_rates"])
     for g in res["reduction"].values():
         b, r = g["brute_force"], g["reduced"]
         if b["successes"] == r["successes"] == 0:  # with dense examples brute force can be cheaper
@@ -51,6 +54,10 @@ def test_configs_validate():
     c = get_config("small")
     c.more_games = (("nogo", "value", 0.3, 2),)  # fewer than num_attack_games
     with pytest.raises(configs.ConfigError, match="more_games"):
+        validate(c)
+    c = get_config("small")
+    c.strong_examiner_sims = c.examiner_sims  # not stronger
+    with pytest.raises(configs.ConfigError, match="strong_examiner_sims"):
         validate(c)
 
 

@@ -62,5 +62,10 @@ def test_validate_rejects_bad_configs():
     c.methods = ("finetune", "lora")
     with pytest.raises(configs.ConfigError, match="methods"):
         validate(c)
+    for bad in ((), (1, 1), (-1,)):
+        c = get_config("small")
+        c.shots = bad
+        with pytest.raises(configs.ConfigError, match="shots"):
+            validate(c)
     with pytest.raises(configs.ConfigError, match="unknown config"):
         get_config("medium")

@@ -45,6 +45,8 @@ VARIANTS = {
         "extra_targets": (),
         "more_games": (("nogo", "value", 0.3, 3),),  # one extra game: exercises the path
         "reverify_repeats": 4,
+        "strong_examiner_sims": 8,
+        "strong_examiner_repeats": 2,
         "progress": False,
     },
     "small": {},
@@ -68,6 +70,8 @@ VARIANTS = {
         "more_games": (),
         "reduction_games": 5,
         "reduction_for": ("go", "nogo"),
+        "strong_examiner_sims": 3200,
+        "strong_examiner_repeats": 4,
     },
 }
 
@@ -113,6 +117,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     # each verified example re-checked under this many fresh examiner searches (attack.reverify;
     # 0 = off): the share of draws on which the success criterion still holds
     c.reverify_repeats = 16
+    # every found example re-checked by a stronger search of the same network (0 = off):
+    # the share of `strong_examiner_repeats` fresh searches on which the criterion holds
+    c.strong_examiner_sims = 512
+    c.strong_examiner_repeats = 8
     c.eta_adv = 0.5
     c.eta_eq = 0.1
     c.eta_correct = 0.2
@@ -154,6 +162,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     configs.check(
         c, "placements", lambda v: all(p in ("appended", "inserted") for p in v), "placements"
     )
+    configs.check(
+        c,
+        "strong_examiner_sims",
+        lambda v: v == 0 or (int(v) == v and v > c.examiner_sims),
+        f"0 (off) or an integer above examiner_sims={c.examiner_sims}",
+    )
+    configs.check(c, "strong_examiner_repeats", lambda v: int(v) == v and v >= 2, "an int >= 2")
     configs.check(
         c,
         "more_games",

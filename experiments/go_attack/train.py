@@ -179,25 +179,44 @@ def _gallery(config, spec, att, moves, ex, name, folder: pathlib.Path) -> dict:
 
 
 def _plot(table, path):
-    fig, axes = plotting.subplots(1, 2, figsize=(10, 4))
-    for ax, placement in zip(axes, ("appended", "inserted"), strict=False):
-        for (game, pl, att_type, stones), row in sorted(table.items()):
-            if pl != placement:
-                continue
-            sims = sorted(row)
-            ax.plot(
-                [max(s, 0.5) for s in sims],
-                [row[s] for s in sims],
-                marker="o",
-                ls="-" if stones == 2 else "--",
-                label=f"{game} {att_type} {stones} stone{'s' * (stones > 1)}",
-            )
-        ax.set_xscale("log")
-        ax.set_xlabel("target simulations (0.5 = PV-NN)")
-        ax.set_ylabel("success rate (per game)")
-        ax.set_title(f"stones {placement}")
-        ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=7)
+    """Success rate against target simulations: one panel per (game, placement), one colour per
+    attack setting, solid = two stones, dashed = one stone; every setting that never succeeds
+    is left out of the lines and named in the panel's title."""
+    games = sorted({k[0] for k in table})
+    placements = ("appended", "inserted")
+    fig, axes = plotting.subplots(
+        len(games), 2, figsize=(10, 3.6 * len(games)), squeeze=False, layout="constrained"
+    )
+    settings = sorted({k[2] for k in table})
+    colours = {a: f"C{i % 10}" for i, a in enumerate(settings)}
+    for gi, game in enumerate(games):
+        for ax, placement in zip(axes[gi], placements, strict=True):
+            zero = []
+            for (g, pl, att_type, stones), row in sorted(table.items()):
+                if g != game or pl != placement:
+                    continue
+                sims = sorted(row)
+                if not any(row[s] for s in sims):
+                    zero.append(f"{att_type} {stones}")
+                    continue
+                ax.plot(
+                    [max(s, 0.5) for s in sims],
+                    [row[s] for s in sims],
+                    marker="o",
+                    color=colours[att_type],
+                    ls="-" if stones == 2 else "--",
+                    label=f"{att_type}, {stones} stone{'s' * (stones > 1)}",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel("target simulations (0.5 = PV-NN)")
+            ax.set_ylabel("success rate (per game)")
+            title = f"{game}, stones {placement}"
+            if zero:
+                title += f"\nalways 0: {len(zero)} of {len(zero) + len(ax.lines)} lines"
+            ax.set_title(title, fontsize=9)
+            ax.set_ylim(-0.05, 1.05)
+            if ax.lines:
+                ax.legend(fontsize=7)
     plotting.save(fig, path)
     return fig
 

@@ -83,22 +83,18 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
                         if r.get("target_passes")
                         else ""
                     )
-                    + (
-                        f"; {r['robust_examples']} of {len(r['reverify_rates'])} examples hold "
-                        f"on >= half of {c.reverify_repeats} fresh examiner searches (rates "
-                        + ", ".join(f"{x:.2f}" for x in r["reverify_rates"])
-                        + ")"
-                        if r.get("reverify_rates")
-                        else ""
+                    + _holds(
+                        r,
+                        "reverify_rates",
+                        "robust_examples",
+                        f"examples hold on >= half of {c.reverify_repeats} fresh examiner searches",
                     )
-                    + (
-                        f"; {r['strong_robust_examples']} of {len(r['strong_rates'])} hold on "
-                        f">= half of {c.strong_examiner_repeats} searches of a "
-                        f"{c.strong_examiner_sims}-simulation examiner (rates "
-                        + ", ".join(f"{x:.2f}" for x in r["strong_rates"])
-                        + ")"
-                        if r.get("strong_rates")
-                        else ""
+                    + _holds(
+                        r,
+                        "strong_rates",
+                        "strong_robust_examples",
+                        f"hold on >= half of {c.strong_examiner_repeats} searches of a "
+                        f"{c.strong_examiner_sims}-simulation examiner",
                     ),
                 )
             )
@@ -156,6 +152,14 @@ def run(workdir: pathlib.Path, scale: str) -> PaperReport:
         "paper's 19x19 table.\n\n" + markdown_table(res["attack"])
     )
     return PaperReport(rows=rows, plots=list(res["plots"]), summary=summary)
+
+
+def _holds(r: dict, rates: str, count: str, what: str) -> str:
+    """'; <k> of <n> <what> (rates ...)' for a re-check's per-example rates, '' when none."""
+    if not r.get(rates):
+        return ""
+    listed = ", ".join(f"{x:.2f}" for x in r[rates])
+    return f"; {r[count]} of {len(r[rates])} {what} (rates {listed})"
 
 
 def _success(r: dict, stones: int) -> str:

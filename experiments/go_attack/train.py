@@ -334,45 +334,38 @@ def train_and_evaluate(config, workdir: pathlib.Path, runtime: Runtime) -> dict:
                         r["mcts_evals"],
                     )
             key = f"{game}|{placement}|{att_type}|{sims}" + tag.replace("_", "|")
-            # robustness of each verified example to the examiner's search noise
-            rever = []
-            for j, (moves, r) in enumerate(zip(cell_games, rows, strict=True)):
-                if r["example"] is None or not config.reverify_repeats:
-                    continue
-                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
-                rever.append(
-                    items.get(
-                        f"{name}_reverify{config.reverify_repeats}",
-                        lambda moves=moves, r=r, cfg=cfg, j=j: attack.reverify(
-                            att,
-                            moves,
-                            r["example"],
-                            cfg,
-                            jax.random.fold_in(root, 30_000 + j),
-                            repeats=int(config.reverify_repeats),
-                        ),
+
+            # each verified example re-checked under fresh examiner searches: the attack's own
+            # examiner (search noise), then a stronger search of it (strong_examiner_sims)
+            def recheck(checker, suffix, salt, reps, cell_games=cell_games, rows=rows, cfg=cfg):
+                out = []
+                for j, (moves, r) in enumerate(zip(cell_games, rows, strict=True)):
+                    if r["example"] is None:
+                        continue
+                    name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
+                    out.append(
+                        items.get(
+                            f"{name}_{suffix}",
+                            lambda moves=moves, r=r, j=j: attack.reverify(
+                                checker,
+                                moves,
+                                r["example"],
+                                cfg,
+                                jax.random.fold_in(root, salt + j),
+                                repeats=reps,
+                            ),
+                        )
                     )
-                )
-            # the same re-check under the stronger examiner search (strong_examiner_sims)
-            strong = []
-            for j, (moves, r) in enumerate(zip(cell_games, rows, strict=True)):
-                if r["example"] is None or att_strong is None:
-                    continue
-                name = f"{game}_{placement}_t{sims}_{att_type}{tag}_g{j:02d}"
-                reps = int(config.strong_examiner_repeats)
-                strong.append(
-                    items.get(
-                        f"{name}_strong{strong_sims}x{reps}",
-                        lambda moves=moves, r=r, cfg=cfg, j=j, reps=reps: attack.reverify(
-                            att_strong,
-                            moves,
-                            r["example"],
-                            cfg,
-                            jax.random.fold_in(root, 40_000 + j),
-                            repeats=reps,
-                        ),
-                    )
-                )
+                return out
+
+            reps = int(config.reverify_repeats)
+            rever = recheck(att, f"reverify{reps}", 30_000, reps) if reps else []
+            reps = int(config.get("strong_examiner_repeats", 0))
+            strong = (
+                recheck(att_strong, f"strong{strong_sims}x{reps}", 40_000, reps)
+                if att_strong is not None
+                else []
+            )
             n = len(rows)
             k1 = int(sum(r["success_1"] for r in rows))
             k2 = int(sum(r["success_2"] for r in rows))
